@@ -1,0 +1,130 @@
+// The shared event model (design.md "The flow"; spec/clickhouse-schema.md for the columns).
+//
+// One class, every field present from construction, so every event keeps one hidden class and the
+// compiled pipeline stays monomorphic. Column fields carry the ClickHouse column names
+// (snake_case); request context that never reaches a row is camelCase. Plugins fill fields and never
+// add any: `props` is the one open map.
+
+import type { Site } from './sites.ts'
+
+/** A sessions_v2 row (spec/clickhouse-schema.md), written as `-1`/`+1` pairs by the sessions plugin. */
+export interface SessionRow {
+  session_id: bigint
+  sign: 1 | -1
+  site_id: number
+  user_id: bigint
+  hostname: string
+  /** Seconds since the epoch, UTC. */
+  timestamp: number
+  /** Seconds since the epoch, UTC. */
+  start: number
+  is_bounce: 0 | 1
+  entry_page: string
+  exit_page: string
+  exit_page_hostname: string
+  pageviews: number
+  events: number
+  duration: number
+  referrer: string
+  referrer_source: string
+  click_id_param: string
+  utm_medium: string
+  utm_source: string
+  utm_campaign: string
+  utm_content: string
+  utm_term: string
+  country_code: string
+  subdivision1_code: string
+  subdivision2_code: string
+  city_geoname_id: number
+  screen_size: string
+  operating_system: string
+  operating_system_version: string
+  browser: string
+  browser_version: string
+  entry_meta_key: string[]
+  entry_meta_value: string[]
+  transferred_from: string
+  acquisition_channel: string
+}
+
+export class AnalyticsEvent {
+  // ---- columns of events_v2 ----
+  /** Seconds since the epoch, UTC, truncated to the second. */
+  timestamp = 0
+  name = ''
+  site_id = 0
+  user_id = 0n
+  session_id = 0n
+  hostname = ''
+  pathname = ''
+  referrer = ''
+  referrer_source = ''
+  /** ISO alpha-2, or '' for unknown (written as two NUL bytes). */
+  country_code = ''
+  screen_size = ''
+  operating_system = ''
+  operating_system_version = ''
+  browser = ''
+  browser_version = ''
+  utm_medium = ''
+  utm_source = ''
+  utm_campaign = ''
+  utm_content = ''
+  utm_term = ''
+  subdivision1_code = ''
+  subdivision2_code = ''
+  city_geoname_id = 0
+  /** Decimal text with at most 3 fractional digits, or '' for NULL. */
+  revenue_source_amount = ''
+  /** ISO 4217 code, or '' (written as three NUL bytes). */
+  revenue_source_currency = ''
+  revenue_reporting_amount = ''
+  revenue_reporting_currency = ''
+  click_id_param = ''
+  /** 0..100, or 255 for "missing"; 0 for every event but `engagement`. */
+  scroll_depth = 0
+  /** Milliseconds; 0 for every event but `engagement`. */
+  engagement_time = 0
+  acquisition_channel = ''
+  /** The event's properties, already sanitised to strings; written as sorted `meta.key`/`meta.value`. */
+  props: Record<string, string> = {}
+
+  // ---- request context (never written as such) ----
+  /** Name of the dialect plugin that parsed the event (`plausible`, `lynkow`). */
+  dialect = ''
+  /** The configured site, resolved by the dialect; `undefined` until then. */
+  site: Site | undefined = undefined
+  /** The domain the client named (Plausible `d`), after the dialect's normalisation. */
+  domain = ''
+  /** The page URL as sent. */
+  url = ''
+  /** The page URL's query string without `?` (form-encoded), as sent. */
+  query = ''
+  /** The raw referrer URL as sent (`r`), at most 2000 characters; '' when absent. */
+  referrerUrl = ''
+  /** Plausible hash mode (`h: 1`). */
+  hashMode = false
+  /** Whether the event counts as an interaction for bounce rules. */
+  interactive = true
+  /** The TCP peer of the request. */
+  peerIp = ''
+  /** The client's address: the peer, or what a trusted proxy said (set by `client-ip`). */
+  clientIp = ''
+  /** The first `user-agent` header, verbatim ('' when absent). */
+  userAgent = ''
+  /** The request's headers, shared by every event of one request. Read-only. */
+  headers: Headers = EMPTY_HEADERS
+  /** Milliseconds since the epoch when the request arrived. */
+  receivedAt = 0
+  /** The first-party root domain of `hostname` (set by `user-id`). */
+  rootDomain = ''
+  /** Session rows this event produced (set by `sessions`), written to `sessions_v2` after the event. */
+  sessionRows: SessionRow[] = NO_SESSION_ROWS
+  /** Free slot for the dialect's own per-event data (e.g. Lynkow's client ids). Plugins of other concerns leave it alone. */
+  dialectData: unknown = undefined
+}
+
+const EMPTY_HEADERS = new Headers()
+const NO_SESSION_ROWS: SessionRow[] = []
+Object.freeze(NO_SESSION_ROWS)

@@ -1,0 +1,130 @@
+// The plugin contract (design.md "The plugin contract"). A plugin is a plain object made with
+// `definePlugin`; the core validates its options against its TypeBox schema, calls `setup` once at
+// start and compiles the returned `run` functions into a flat pipeline (core/pipeline.ts).
+
+import type { Static, TSchema } from '@sinclair/typebox'
+import type { AnalyticsEvent } from './event.ts'
+import type { Logger } from './logger.ts'
+import type { SiteTable } from './sites.ts'
+
+/** The fixed stage table. Config order decides the order within a stage. */
+export const STAGES = ['parse', 'identify', 'classify', 'shield', 'enrich', 'sink'] as const
+export type Stage = (typeof STAGES)[number]
+
+/** A verdict: the event is not stored. Returned by `ctx.drop(reason)`, never thrown. */
+export interface Drop {
+  readonly kind: 'drop'
+  readonly reason: string
+  /** The plugin instance that dropped the event (`bots`, `shield-ip`, …). */
+  readonly plugin: string
+}
+
+/** What a plugin's `run` may return: a drop, or nothing to let the event go on. */
+export type RunResult = Drop | undefined
+
+/** Handed to `run`; one per plugin instance, made at start (no per-event allocation). */
+export interface PluginContext {
+  /** The drop value for a reason the plugin declared in `drops`. */
+  drop(reason: string): Drop
+}
+
+/** A request as the core hands it to a dialect's route, body already read within the limit. */
+export interface IngestRequest {
+  readonly request: Request
+  /** The body decoded as UTF-8 ('' when empty). Gzip and deflate bodies arrive decompressed. */
+  readonly body: string
+  /** Route parameters (`:siteId`). */
+  readonly params: Record<string, string>
+  /** The TCP peer address, without port or brackets. */
+  readonly peerIp: string
+  /** Milliseconds since the epoch. */
+  readonly receivedAt: number
+}
+
+/** What a dialect's route uses to push events through the compiled pipeline. */
+export interface Ingest {
+  /** A new event with the request context filled (peer, headers, user agent, timestamp). */
+  newEvent(req: IngestRequest, dialect: string): AnalyticsEvent
+  /**
+   * Runs every event through the pipeline and hands the kept ones to the sinks. Returns one outcome
+   * per event, in order: `undefined` = accepted, else the drop. Synchronous unless an async plugin ran.
+   */
+  process(events: AnalyticsEvent[]): RunResult[] | Promise<RunResult[]>
+  /** Counts a drop decided by the dialect itself (unknown site, …) before the pipeline. */
+  recordDrop(event: AnalyticsEvent, drop: Drop): void
+}
+
+export interface Route {
+  method: 'POST' | 'GET'
+  /** Path with `:param` segments, e.g. `/public/:siteId/analytics/collect`. */
+  path: string
+  handle(req: IngestRequest, ingest: Ingest): Response | Promise<Response>
+}
+
+/** What a plugin's `setup` returns. */
+export interface PluginInstance {
+  /** Called once per event on the plugin's stage. Sync unless the definition says `async: true`. */
+  run?(event: AnalyticsEvent, ctx: PluginContext): RunResult | Promise<RunResult>
+  /** Dialects (stage `parse`) declare their HTTP routes here. */
+  routes?: Route[]
+  /** Released on shutdown, in reverse order of setup. */
+  close?(): void | Promise<void>
+}
+
+/** Services the engine hands every plugin's and sink's `setup`. */
+export interface EngineServices {
+  readonly sites: SiteTable
+  readonly server: Readonly<ServerSettings>
+  readonly logger: Logger
+  /** The folder relative paths in options are resolved against (the config file's folder). */
+  readonly baseDir: string
+  /** A writable folder for caches and state that must survive restarts (lists, salts, spools). */
+  readonly stateDir: string
+  /** Resolves a path from the options against `baseDir`. */
+  resolvePath(path: string): string
+  /** Registers a shutdown hook that runs before sinks are flushed (timers, background refreshes). */
+  onClose(fn: () => void | Promise<void>): void
+}
+
+export interface ServerSettings {
+  port: number
+  host: string
+  /** CIDRs, single addresses, or the words `loopback` and `private`. */
+  trustedProxies: string[]
+  /** Bytes. */
+  bodyLimit: number
+}
+
+export interface PluginDefinition<S extends TSchema = TSchema> {
+  /** Kebab-case; equals the folder and the registry key for built-ins. */
+  name: string
+  stage: Stage
+  /** One sentence for `check`, the schema and the README. */
+  summary: string
+  /** Drop reasons this plugin may return, with what each means. */
+  drops?: Record<string, string>
+  /** TypeBox schema of the plugin's options; defaults in it are applied before `setup`. */
+  options: S
+  /** Set when `run` may return a promise (a remote store, say). */
+  async?: boolean
+  setup(options: Static<S>, engine: EngineServices): PluginInstance | Promise<PluginInstance>
+}
+
+/** Declares a plugin; the identity function that gives `setup` its typed options. */
+export function definePlugin<S extends TSchema>(definition: PluginDefinition<S>): PluginDefinition<S> {
+  return definition
+}
+
+/**
+ * Thrown from `setup` (or a sink's) for an option that is well-typed but wrong (a missing file, say).
+ * `path` is relative to the plugin's options, e.g. `database`; the core prefixes the plugin's place.
+ */
+export class ConfigError extends Error {
+  constructor(
+    readonly path: string,
+    message: string,
+  ) {
+    super(message)
+    this.name = 'ConfigError'
+  }
+}

@@ -1,0 +1,54 @@
+// The sink contract (design.md "sink"). Sinks receive every accepted event, turn it into rows at once
+// (core/rows.ts) and write them in batches off the request path.
+
+import type { Static, TSchema } from '@sinclair/typebox'
+import type { AnalyticsEvent } from './event.ts'
+import type { EngineServices } from './plugin.ts'
+
+export interface SinkHealth {
+  /** `ok`; `degraded` while retrying or spooling; `failing` when the sink can no longer keep rows. */
+  state: 'ok' | 'degraded' | 'failing'
+  /** A sentence for operators; never personal data. */
+  detail?: string
+  /** Rows waiting in memory. */
+  queuedRows?: number
+  /** Bytes spooled on disk, and the spool's limit. */
+  spoolBytes?: number
+  spoolLimitBytes?: number
+}
+
+/** Counters the core exports as metrics for each sink. Sinks update them; the core reads them. */
+export class SinkStats {
+  rowsWritten = 0
+  rowsFailed = 0
+  batches = 0
+  retries = 0
+  deadLetters = 0
+  /** Seconds each batch took, as a list to fold into a histogram on scrape. */
+  readonly batchSeconds: number[] = []
+  recordBatch(seconds: number): void {
+    this.batches++
+    if (this.batchSeconds.length < 10_000) this.batchSeconds.push(seconds)
+  }
+}
+
+export interface SinkInstance {
+  /** Takes an accepted event (its row and its session rows). Must return at once: buffer, never wait. */
+  write(event: AnalyticsEvent): void
+  /** Writes (or spools) everything buffered so far. */
+  flush(): Promise<void>
+  /** Flushes and releases the sink; nothing accepted may be lost. */
+  close(): Promise<void>
+  health(): SinkHealth
+}
+
+export interface SinkDefinition<S extends TSchema = TSchema> {
+  name: string
+  summary: string
+  options: S
+  setup(options: Static<S>, engine: EngineServices, stats: SinkStats): SinkInstance | Promise<SinkInstance>
+}
+
+export function defineSink<S extends TSchema>(definition: SinkDefinition<S>): SinkDefinition<S> {
+  return definition
+}

@@ -1,0 +1,123 @@
+// The site table: configured sites by domain and by id, or every domain with `sites: any`.
+
+import { createHash } from 'node:crypto'
+
+export interface Shields {
+  /** Addresses, and CIDR ranges (our extension to Plausible's exact addresses). */
+  ip: string[]
+  /** ISO alpha-2 codes; `ZZ` blocks unknown countries. */
+  country: string[]
+  /** Path patterns with `*` and `**` wildcards. */
+  page: string[]
+  /** Hostname patterns with `*` and `**` wildcards: an allowlist, applied only when non-empty. */
+  hostname: string[]
+}
+
+export interface Site {
+  /** `site_id` in the rows. */
+  id: number
+  /** The main domain. */
+  domain: string
+  /** Every domain the site answers to (the main one first). */
+  domains: string[]
+  shields: Shields
+  /** `false` stops tracking for the site (Lynkow: "tracking disabled"). */
+  tracking: boolean
+  /** Accept events whose origin is localhost (Lynkow). */
+  allowLocalhost: boolean
+  /** Answer validation failures with 422 instead of 202 (Lynkow strict/debug mode). */
+  strict: boolean
+  /** The metrics label: the configured domain, or `other` for sites derived under `sites: any`. */
+  label: string
+  /** Whether the site comes from the config, not derived under `sites: any`. */
+  configured: boolean
+}
+
+export interface SiteConfig {
+  id: number
+  domain: string
+  domains?: string[]
+  shields?: Partial<Shields>
+  tracking?: boolean
+  allowLocalhost?: boolean
+  strict?: boolean
+}
+
+export interface SiteTable {
+  /** Whether unknown domains are accepted (`sites: any`). */
+  readonly any: boolean
+  byDomain(domain: string): Site | undefined
+  /** By the id as written in a URL path (decimal). */
+  byId(id: string): Site | undefined
+  /** Configured sites, in config order. */
+  list(): readonly Site[]
+}
+
+const NO_SHIELDS: Shields = Object.freeze({ ip: [], country: [], page: [], hostname: [] }) as Shields
+const DERIVED_CACHE_LIMIT = 10_000
+
+/**
+ * A stable site id for a domain under `sites: any`: the first 52 bits of its SHA-256, so it stays an
+ * exact JavaScript number and never changes between versions or machines.
+ */
+export function derivedSiteId(domain: string): number {
+  const digest = createHash('sha256').update(domain).digest()
+  return digest.readUIntBE(0, 6) * 16 + (digest[6]! >> 4)
+}
+
+export function createSiteTable(config: SiteConfig[] | 'any'): SiteTable {
+  const byDomain = new Map<string, Site>()
+  const byId = new Map<string, Site>()
+  const sites: Site[] = []
+  if (config !== 'any') {
+    for (const c of config) {
+      const domains = [c.domain, ...(c.domains ?? []).filter((d) => d !== c.domain)]
+      const site: Site = {
+        id: c.id,
+        domain: c.domain,
+        domains,
+        shields: {
+          ip: c.shields?.ip ?? [],
+          country: c.shields?.country ?? [],
+          page: c.shields?.page ?? [],
+          hostname: c.shields?.hostname ?? [],
+        },
+        tracking: c.tracking ?? true,
+        allowLocalhost: c.allowLocalhost ?? false,
+        strict: c.strict ?? false,
+        label: c.domain,
+        configured: true,
+      }
+      sites.push(site)
+      for (const d of domains) byDomain.set(d, site)
+      byId.set(String(c.id), site)
+    }
+  }
+  const any = config === 'any'
+  // Derived sites are cached so each domain hashes once; the cache is bounded against floods of domains.
+  const derived = new Map<string, Site>()
+  const derive = (domain: string): Site => {
+    let site = derived.get(domain)
+    if (site) return site
+    if (derived.size >= DERIVED_CACHE_LIMIT) derived.clear()
+    site = {
+      id: derivedSiteId(domain),
+      domain,
+      domains: [domain],
+      shields: NO_SHIELDS,
+      tracking: true,
+      allowLocalhost: false,
+      strict: false,
+      label: 'other',
+      configured: false,
+    }
+    derived.set(domain, site)
+    return site
+  }
+  return {
+    any,
+    byDomain: (domain) => byDomain.get(domain) ?? (any && domain !== '' ? derive(domain) : undefined),
+    byId: (id) => byId.get(id) ?? (any && id !== '' ? derive(id) : undefined),
+    list: () => sites,
+  }
+}

@@ -1,0 +1,98 @@
+// Helpers for a plugin's own tests: run one plugin on one event, no server, no config file.
+//
+//   const result = await runPlugin(plugin, { lists: [fixture('spammers.txt')] }, { referrerUrl: 'https://spam.example/a' })
+//   expect(result.dropped).toBe('spam_referrer')
+
+import { mkdtempSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join, resolve } from 'node:path'
+import type { TSchema } from '@sinclair/typebox'
+import { AnalyticsEvent } from './event.ts'
+import { silentLogger } from './logger.ts'
+import { resolveOptions } from './options.ts'
+import type { Drop, EngineServices, PluginContext, PluginDefinition, PluginInstance, ServerSettings } from './plugin.ts'
+import { createSiteTable, type SiteConfig } from './sites.ts'
+
+export interface TestEngineOptions {
+  sites?: SiteConfig[] | 'any'
+  server?: Partial<ServerSettings>
+  baseDir?: string
+  stateDir?: string
+}
+
+/** Engine services for tests: a site table, a silent logger, a fresh temporary state folder. */
+export function testServices(options: TestEngineOptions = {}): EngineServices & { closeAll(): Promise<void> } {
+  const baseDir = options.baseDir ?? process.cwd()
+  const closers: (() => void | Promise<void>)[] = []
+  return {
+    sites: createSiteTable(options.sites ?? 'any'),
+    server: {
+      port: 0,
+      host: '127.0.0.1',
+      trustedProxies: ['loopback', 'private'],
+      bodyLimit: 65536,
+      ...options.server,
+    },
+    logger: silentLogger,
+    baseDir,
+    stateDir: options.stateDir ?? mkdtempSync(join(tmpdir(), 'analytics-test-')),
+    resolvePath: (p) => resolve(baseDir, p),
+    onClose: (fn) => closers.push(fn),
+    async closeAll() {
+      for (const fn of closers.reverse()) await fn()
+    },
+  }
+}
+
+/** Makes an event with the given fields set (the rest keep their defaults). */
+export function makeEvent(fields: Partial<AnalyticsEvent> = {}): AnalyticsEvent {
+  return Object.assign(new AnalyticsEvent(), fields)
+}
+
+/** The context a plugin instance gets: `drop` accepts only declared reasons, like the pipeline's. */
+export function contextFor(definition: PluginDefinition): PluginContext {
+  const declared = definition.drops ?? {}
+  const cache = new Map<string, Drop>()
+  return {
+    drop(reason) {
+      if (!(reason in declared)) throw new Error(`${definition.name} returned an undeclared drop reason: ${reason}`)
+      let drop = cache.get(reason)
+      if (!drop) {
+        drop = Object.freeze({ kind: 'drop', reason, plugin: definition.name }) as Drop
+        cache.set(reason, drop)
+      }
+      return drop
+    },
+  }
+}
+
+/** Validates options like the engine does and calls `setup`; throws on invalid options. */
+export async function setupPlugin<S extends TSchema>(
+  definition: PluginDefinition<S>,
+  options: unknown = {},
+  services: EngineServices = testServices(),
+): Promise<PluginInstance> {
+  const resolved = resolveOptions(definition.options, options, definition.name)
+  if (!resolved.ok) throw new Error(resolved.issues.map((i) => `${i.path}: ${i.message}`).join('\n'))
+  return definition.setup(resolved.value as never, services)
+}
+
+export interface RunOutcome {
+  event: AnalyticsEvent
+  /** The drop reason, or undefined when the event went on. */
+  dropped: string | undefined
+}
+
+/** Sets up `definition` with `options` and runs it on an event made from `fields`. */
+export async function runPlugin<S extends TSchema>(
+  definition: PluginDefinition<S>,
+  options: unknown,
+  fields: Partial<AnalyticsEvent> | AnalyticsEvent = {},
+  services?: EngineServices,
+): Promise<RunOutcome> {
+  const instance = await setupPlugin(definition, options, services)
+  const event = fields instanceof AnalyticsEvent ? fields : makeEvent(fields)
+  const result = await instance.run?.(event, contextFor(definition))
+  await instance.close?.()
+  return { event, dropped: result?.reason }
+}
