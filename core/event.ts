@@ -117,6 +117,8 @@ export class AnalyticsEvent {
   headers: Headers = EMPTY_HEADERS
   /** Milliseconds since the epoch when the request arrived. */
   receivedAt = 0
+  /** `user_id` under the previous day's salt, for session continuation after a rotation; 0n when none (set by `user-id`). */
+  previousUserId = 0n
   /** The first-party root domain of `hostname` (set by `user-id`). */
   rootDomain = ''
   /** Session rows this event produced (set by `sessions`), written to `sessions_v2` after the event. */

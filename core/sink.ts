@@ -47,6 +47,11 @@ export interface SinkDefinition<S extends TSchema = TSchema> {
   summary: string
   options: S
   setup(options: Static<S>, engine: EngineServices, stats: SinkStats): SinkInstance | Promise<SinkInstance>
+  /**
+   * Creates or upgrades the sink's storage idempotently (the `migrate` command, and `serve` at start
+   * unless told not to). Returns one line per action for the operator.
+   */
+  migrate?(options: Static<S>, engine: EngineServices): Promise<string[]>
 }
 
 export function defineSink<S extends TSchema>(definition: SinkDefinition<S>): SinkDefinition<S> {
