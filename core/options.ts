@@ -9,15 +9,17 @@ export interface ConfigIssue {
   message: string
 }
 
+/** Appends one key to a path: `base.key`, `base[3]`, or `base["./odd key"]`. */
+export function appendKey(base: string, key: string): string {
+  if (/^\d+$/.test(key)) return `${base}[${key}]`
+  if (/^[A-Za-z_$][\w$-]*$/.test(key)) return base === '' ? key : `${base}.${key}`
+  return `${base}[${JSON.stringify(key)}]`
+}
+
 /** Joins a base path and a JSON pointer (`/lists/0`) as `base.lists[0]`. */
 export function joinPath(base: string, pointer: string): string {
   let out = base
-  for (const raw of pointer.split('/').slice(1)) {
-    const part = raw.replace(/~1/g, '/').replace(/~0/g, '~')
-    if (/^\d+$/.test(part)) out += `[${part}]`
-    else if (/^[A-Za-z_$][\w$-]*$/.test(part)) out += out === '' ? part : `.${part}`
-    else out += `[${JSON.stringify(part)}]`
-  }
+  for (const raw of pointer.split('/').slice(1)) out = appendKey(out, raw.replace(/~1/g, '/').replace(/~0/g, '~'))
   return out
 }
 
@@ -33,16 +35,43 @@ export function resolveOptions<T>(
   const value = Value.Default(schema, Value.Clone(raw ?? {}))
   if (Value.Check(schema, value)) return { ok: true, value: value as T }
   const issues: ConfigIssue[] = []
-  const seen = new Set<string>()
+  collectIssues(schema, value, basePath, issues, new Set())
+  return { ok: false, issues }
+}
+
+function collectIssues(
+  schema: TSchema,
+  value: unknown,
+  basePath: string,
+  issues: ConfigIssue[],
+  seen: Set<string>,
+): void {
   for (const error of Value.Errors(schema, value)) {
     const path = joinPath(basePath, error.path) || '(root)'
+    // A union says only "expected union value"; when exactly one branch has the value's JSON type
+    // (an array for `sites: [...]`), report that branch's own errors, which name the bad field.
+    const branches = (error.schema as { anyOf?: TSchema[] }).anyOf
+    if (branches) {
+      const kind = jsonType(error.value)
+      const matching = branches.filter((b) => b.type === kind)
+      if (matching.length === 1) {
+        collectIssues(matching[0]!, error.value, path === '(root)' ? '' : path, issues, seen)
+        continue
+      }
+    }
     const message = describe(error.message, error.value, error.schema)
     const key = `${path}\u0000${message}`
     if (seen.has(key)) continue
     seen.add(key)
     issues.push({ path, message })
   }
-  return { ok: false, issues: collapseUnionNoise(issues) }
+}
+
+function jsonType(value: unknown): string {
+  if (Array.isArray(value)) return 'array'
+  if (value === null) return 'null'
+  if (typeof value === 'number') return Number.isInteger(value) ? 'integer' : 'number'
+  return typeof value
 }
 
 function describe(message: string, value: unknown, schema: TSchema): string {
@@ -51,11 +80,4 @@ function describe(message: string, value: unknown, schema: TSchema): string {
   const lower = message.charAt(0).toLowerCase() + message.slice(1)
   if (schema.description && value === undefined) return `${lower} (${schema.description})`
   return lower
-}
-
-/** A union failure lists every branch's complaint at the same path; keep the most specific ones. */
-function collapseUnionNoise(issues: ConfigIssue[]): ConfigIssue[] {
-  const deeper = (p: string) =>
-    issues.some((i) => i.path !== p && i.path.startsWith(p) && /^[.[]/.test(i.path.slice(p.length)))
-  return issues.filter((i) => !(i.message.startsWith('expected union value') && deeper(i.path)))
 }

@@ -96,3 +96,49 @@ export async function runPlugin<S extends TSchema>(
   await instance.close?.()
   return { event, dropped: result?.reason }
 }
+
+export interface TestEngine {
+  engine: import('./engine.ts').Engine
+  /** Sends a request through the engine as if from `peerIp` (default 127.0.0.1). */
+  handle(request: Request, peerIp?: string): Promise<Response>
+  /** POSTs a JSON body to `path` (a string body is sent as is). */
+  post(path: string, body: unknown, init?: { headers?: Record<string, string>; peerIp?: string }): Promise<Response>
+  /** events_v2 rows that reached the memory sink. */
+  events(): import('./rows.ts').JsonRow[]
+  /** sessions_v2 rows that reached the memory sink. */
+  sessions(): import('./rows.ts').JsonRow[]
+  close(): Promise<void>
+}
+
+/**
+ * An engine built from a plain config object, with a memory sink added so tests can read the rows.
+ * Relative paths resolve against `baseDir` (default: the working directory); state goes to a fresh
+ * temporary folder unless the config names one.
+ */
+export async function startTestEngine(config: Record<string, unknown>, baseDir = process.cwd()): Promise<TestEngine> {
+  const { resolveConfig } = await import('./config.ts')
+  const { createEngine } = await import('./engine.ts')
+  const sinks = [...((config.sinks as unknown[] | undefined) ?? []), 'memory']
+  const raw = { stateDir: mkdtempSync(join(tmpdir(), 'analytics-state-')), ...config, sinks }
+  const resolved = await resolveConfig(raw, { source: '(test)', baseDir, env: undefined, vars: process.env })
+  const engine = await createEngine(resolved, { logger: silentLogger })
+  const memory = engine.sinks.find((s) => s.name === 'memory')!
+    .instance as import('../sinks/memory/index.ts').MemorySinkInstance
+  const handle = (request: Request, peerIp?: string) => engine.handle(request, peerIp)
+  return {
+    engine,
+    handle,
+    post(path, body, init = {}) {
+      const headers = { 'content-type': 'application/json', 'user-agent': TEST_UA, ...init.headers }
+      const text = typeof body === 'string' ? body : JSON.stringify(body)
+      return handle(new Request(`http://localhost${path}`, { method: 'POST', headers, body: text }), init.peerIp)
+    },
+    events: () => memory.events,
+    sessions: () => memory.sessions,
+    close: () => engine.shutdown(),
+  }
+}
+
+/** A desktop Chrome user agent, so test events are not taken for bots. */
+export const TEST_UA =
+  'Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0.0.0 Safari/537.36'

@@ -1,0 +1,224 @@
+#!/usr/bin/env bun
+// The command line: `serve` (default), `check`, `schema`, `migrate`. A config error stops start-up
+// with every bad value's path and exit code 2, never a stack trace.
+
+import { ConfigErrors, type LoadOptions, loadConfig, type ResolvedConfig } from './config.ts'
+import { createEngine, type Engine } from './engine.ts'
+import { createLogger } from './logger.ts'
+import { STAGES } from './plugin.ts'
+import { configJsonSchema } from './schema.ts'
+
+const USAGE = `Usage: analytics-ingest [command] [options]
+
+Commands:
+  serve     Run the engine (default).
+  check     Validate the config, print the resolved pipeline stage by stage; exit 1 on error.
+  schema    Print the JSON Schema of the config file (for editors).
+  migrate   Create or upgrade the sinks' databases and tables, then exit.
+
+Options:
+  --config, -c FILE   Config file (YAML, JSON or TS). Default: ./analytics.yaml if present, else embedded defaults.
+  --env, -e NAME      Apply the named environment (default: $ANALYTICS_ENV).
+  --port, -p N        Override server.port.
+  --host ADDRESS      Override server.host.
+  --no-migrate        serve: do not create or upgrade tables at start.
+  --help, -h          This text.
+`
+
+interface Args {
+  command: 'serve' | 'check' | 'schema' | 'migrate' | 'help'
+  load: LoadOptions
+  migrate: boolean
+}
+
+export function parseArgs(argv: string[]): Args | { error: string } {
+  const args: Args = { command: 'serve', load: {}, migrate: true }
+  let commandSeen = false
+  for (let i = 0; i < argv.length; i++) {
+    const a = argv[i]!
+    const [flag, inline] =
+      a.startsWith('--') && a.includes('=') ? [a.slice(0, a.indexOf('=')), a.slice(a.indexOf('=') + 1)] : [a, undefined]
+    const value = () => {
+      const v = inline ?? argv[++i]
+      if (v === undefined || v === '') throw new Error(`${flag} needs a value`)
+      return v
+    }
+    try {
+      switch (flag) {
+        case '--config':
+        case '-c':
+          args.load.file = value()
+          break
+        case '--env':
+        case '-e':
+          args.load.env = value()
+          break
+        case '--port':
+        case '-p': {
+          const v = value()
+          const port = Number(v)
+          if (!Number.isInteger(port) || port < 0 || port > 65535) return { error: `--port: not a port number: ${v}` }
+          args.load.port = port
+          break
+        }
+        case '--host':
+          args.load.host = value()
+          break
+        case '--no-migrate':
+          args.migrate = false
+          break
+        case '--help':
+        case '-h':
+          args.command = 'help'
+          break
+        default:
+          if (!a.startsWith('-') && !commandSeen && ['serve', 'check', 'schema', 'migrate', 'help'].includes(a)) {
+            args.command = a as Args['command']
+            commandSeen = true
+          } else return { error: `unknown argument: ${a}` }
+      }
+    } catch (error) {
+      return { error: (error as Error).message }
+    }
+  }
+  return args
+}
+
+/** The resolved pipeline, stage by stage, as `check` prints it. */
+export function describePipeline(config: ResolvedConfig, engine?: Engine): string {
+  const lines: string[] = []
+  lines.push(`config: ${config.source}${config.env ? ` (environment: ${config.env})` : ''}`)
+  const s = config.server
+  lines.push(
+    `server: ${s.host}:${s.port}, body limit ${s.bodyLimit} bytes, trusted proxies: ${s.trustedProxies.join(', ') || 'none'}`,
+  )
+  lines.push(
+    `sites: ${config.sites === 'any' ? 'any (site ids derived from the domain)' : config.sites.map((x) => `${x.domain} (${x.id})`).join(', ')}`,
+  )
+  lines.push(`state: ${config.stateDir}`)
+  for (const stage of STAGES) {
+    const names = config.plugins.filter((p) => p.definition.stage === stage)
+    if (stage === 'parse') {
+      const routes = engine?.routes ?? []
+      lines.push(
+        `${stage.padEnd(9)} ${
+          names
+            .map(
+              (p) =>
+                `${p.name}${routes
+                  .filter((r) => r.plugin === p.name)
+                  .map((r) => ` (${r.route.method} ${r.route.path})`)
+                  .join('')}`,
+            )
+            .join(', ') || '(none: no routes, nothing can arrive)'
+        }`,
+      )
+    } else lines.push(`${stage.padEnd(9)} ${names.map((p) => p.name).join(' → ') || '-'}`)
+  }
+  lines.push(`sinks     ${config.sinks.map((x) => x.name).join(', ')}`)
+  return lines.join('\n')
+}
+
+function printConfigErrors(error: ConfigErrors): void {
+  process.stderr.write(`Invalid config (${error.source}):\n`)
+  for (const issue of error.issues) process.stderr.write(`  ${issue.path}: ${issue.message}\n`)
+}
+
+export async function main(argv: string[]): Promise<number> {
+  const args = parseArgs(argv)
+  if ('error' in args) {
+    process.stderr.write(`${args.error}\n\n${USAGE}`)
+    return 2
+  }
+  if (args.command === 'help') {
+    process.stdout.write(USAGE)
+    return 0
+  }
+  if (args.command === 'schema') {
+    process.stdout.write(`${JSON.stringify(await configJsonSchema(), null, 2)}\n`)
+    return 0
+  }
+
+  let config: ResolvedConfig
+  let engine: Engine
+  try {
+    config = await loadConfig(args.load)
+    engine = await createEngine(config, {
+      logger: createLogger({ level: args.command === 'serve' ? undefined : 'warn' }),
+    })
+  } catch (error) {
+    if (error instanceof ConfigErrors) {
+      printConfigErrors(error)
+      return args.command === 'check' ? 1 : 2
+    }
+    process.stderr.write(`Cannot start: ${(error as Error).message}\n`)
+    return 2
+  }
+
+  if (args.command === 'check') {
+    process.stdout.write(`${describePipeline(config, engine)}\nconfig OK\n`)
+    await engine.shutdown()
+    return 0
+  }
+  if (args.command === 'migrate') {
+    const lines = await engine.migrate()
+    for (const line of lines) process.stdout.write(`${line}\n`)
+    await engine.shutdown()
+    return lines.some((l) => l.includes('migration failed')) ? 1 : 0
+  }
+
+  if (args.migrate) {
+    for (const line of await engine.migrate()) engine.logger.info('Migration.', { detail: line })
+  }
+  let address: { port: number; hostname: string }
+  try {
+    address = engine.listen()
+  } catch (error) {
+    engine.logger.error('Cannot listen.', { error: (error as Error).message })
+    await engine.shutdown()
+    return 2
+  }
+  engine.logger.info('Listening.', {
+    url: `http://${address.hostname}:${address.port}`,
+    config: config.source,
+    env: config.env,
+    pipeline: engine.pipeline.steps.map((s) => s.name),
+    sinks: engine.sinks.map((s) => s.name),
+  })
+
+  // `bun run` forwards signals, so a signal sent to the process group arrives twice: the second one
+  // must not cut the flush short. Shutdown runs once; later signals only log.
+  return new Promise<number>((done) => {
+    let signals = 0
+    const onSignal = (signal: string) => {
+      signals++
+      if (signals > 1) {
+        engine.logger.info('Shutdown already in progress; finishing the flush.', { signal })
+        return
+      }
+      engine.logger.info('Shutting down: no new requests, draining, flushing sinks.', { signal })
+      engine.shutdown().then(
+        () => {
+          engine.logger.info('Stopped.')
+          done(0)
+        },
+        (error) => {
+          engine.logger.error('Shutdown failed.', { error: (error as Error).message })
+          done(1)
+        },
+      )
+    }
+    process.on('SIGTERM', () => onSignal('SIGTERM'))
+    process.on('SIGINT', () => onSignal('SIGINT'))
+  })
+}
+
+if (import.meta.main) {
+  main(process.argv.slice(2)).then(
+    (code) => process.exit(code),
+    (error) => {
+      process.stderr.write(`Fatal: ${(error as Error).message}\n`)
+      process.exit(1)
+    },
+  )
+}

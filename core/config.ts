@@ -1,0 +1,457 @@
+// The declarative config (design.md "The config file"): YAML, JSON or a typed TS file; `${VAR}` and
+// `${VAR:-default}` substitution; named environments; every error reported with its path.
+
+import { existsSync, readFileSync } from 'node:fs'
+import { dirname, extname, isAbsolute, resolve } from 'node:path'
+import { pathToFileURL } from 'node:url'
+import { type Static, type TSchema, Type } from '@sinclair/typebox'
+import { LineCounter, parseDocument } from 'yaml'
+import { builtinPlugins } from '../plugins/registry.ts'
+import { builtinSinks } from '../sinks/registry.ts'
+import { appendKey, type ConfigIssue, resolveOptions } from './options.ts'
+import { type PluginDefinition, type ServerSettings, STAGES } from './plugin.ts'
+import type { SinkDefinition } from './sink.ts'
+import type { SiteConfig } from './sites.ts'
+
+const StringList = (description: string) => Type.Array(Type.String({ minLength: 1 }), { description })
+
+export const ServerSchema = Type.Object(
+  {
+    port: Type.Optional(
+      Type.Integer({
+        minimum: 0,
+        maximum: 65535,
+        default: 8000,
+        description: 'TCP port to listen on (0 = any free port).',
+      }),
+    ),
+    host: Type.Optional(Type.String({ default: '0.0.0.0', description: 'Address to listen on.' })),
+    trustedProxies: Type.Optional(
+      Type.Array(Type.String({ minLength: 1 }), {
+        default: ['loopback', 'private'],
+        description:
+          'Peers whose forwarding headers are believed: CIDRs, addresses, or the words loopback and private.',
+      }),
+    ),
+    bodyLimit: Type.Optional(
+      Type.Integer({
+        minimum: 1,
+        default: 65536,
+        description: 'Largest request body in bytes, after decompression; larger ones get 413.',
+      }),
+    ),
+    shutdownTimeoutMs: Type.Optional(
+      Type.Integer({
+        minimum: 0,
+        default: 10000,
+        description: 'How long shutdown waits for in-flight requests before flushing the sinks.',
+      }),
+    ),
+  },
+  { additionalProperties: false, default: {} },
+)
+
+export const ShieldsSchema = Type.Object(
+  {
+    ip: Type.Optional(StringList('Blocked client addresses or CIDR ranges.')),
+    country: Type.Optional(StringList('Blocked ISO country codes; ZZ blocks unknown countries.')),
+    page: Type.Optional(StringList('Blocked path patterns (* within a segment, ** across segments).')),
+    hostname: Type.Optional(StringList('Allowed hostname patterns; when set, other hostnames are dropped.')),
+  },
+  { additionalProperties: false },
+)
+
+export const SiteSchema = Type.Object(
+  {
+    id: Type.Integer({ minimum: 1, maximum: Number.MAX_SAFE_INTEGER, description: 'The site_id written to the rows.' }),
+    domain: Type.String({ minLength: 1, description: 'The domain clients send (Plausible `d`).' }),
+    domains: Type.Optional(StringList('More domains that belong to this site.')),
+    shields: Type.Optional(ShieldsSchema),
+    tracking: Type.Optional(Type.Boolean({ description: 'false stops recording events for this site.' })),
+    allowLocalhost: Type.Optional(Type.Boolean({ description: 'Accept events from localhost origins (Lynkow).' })),
+    strict: Type.Optional(Type.Boolean({ description: 'Answer validation failures with 422 (Lynkow strict mode).' })),
+  },
+  { additionalProperties: false },
+)
+
+/** `name`, or `{ name: options }`, or `{ ./path/to/plugin.ts: options }`. */
+const ComponentEntry = Type.Union([
+  Type.String({ minLength: 1 }),
+  Type.Record(Type.String({ minLength: 1 }), Type.Unknown(), { minProperties: 1, maxProperties: 1 }),
+])
+
+const TopLevel = {
+  server: Type.Optional(ServerSchema),
+  sites: Type.Optional(
+    Type.Union([Type.Literal('any'), Type.Array(SiteSchema)], {
+      description: 'The sites to accept, or `any` to accept every domain (site ids derived from the domain).',
+    }),
+  ),
+  plugins: Type.Optional(
+    Type.Array(ComponentEntry, { description: 'Plugins in order; the stage table orders stages.' }),
+  ),
+  sinks: Type.Optional(
+    Type.Array(ComponentEntry, { description: 'Where accepted events go; several run side by side.' }),
+  ),
+  stateDir: Type.Optional(
+    Type.String({ minLength: 1, description: 'Folder for state that survives restarts (salts, lists, spools).' }),
+  ),
+  log: Type.Optional(
+    Type.Object(
+      { level: Type.Optional(Type.Union(['debug', 'info', 'warn', 'error'].map((l) => Type.Literal(l)))) },
+      { additionalProperties: false },
+    ),
+  ),
+}
+
+export const ConfigSchema = Type.Object(
+  {
+    ...TopLevel,
+    environments: Type.Optional(
+      Type.Record(Type.String(), Type.Object(TopLevel, { additionalProperties: false }), {
+        description: 'Named partial configs; the one chosen by --env or ANALYTICS_ENV replaces the keys it sets.',
+      }),
+    ),
+  },
+  { additionalProperties: false },
+)
+
+export type RawConfig = Static<typeof ConfigSchema>
+
+/** A typed config for `analytics.config.ts`: `export default defineConfig({ ... })`. */
+export function defineConfig(config: RawConfig): RawConfig {
+  return config
+}
+
+export interface ResolvedComponent<D> {
+  /** The name as written (a built-in's name or the plugin's own name for a path). */
+  name: string
+  /** Where it sits in the config, for messages: `plugins[3]`. */
+  path: string
+  definition: D
+  options: unknown
+}
+
+export interface ResolvedConfig {
+  /** The file it came from, or `(embedded defaults)`. */
+  source: string
+  env: string | undefined
+  baseDir: string
+  stateDir: string
+  logLevel: 'debug' | 'info' | 'warn' | 'error'
+  server: ServerSettings & { shutdownTimeoutMs: number }
+  sites: SiteConfig[] | 'any'
+  plugins: ResolvedComponent<PluginDefinition>[]
+  sinks: ResolvedComponent<SinkDefinition>[]
+}
+
+/** Every problem of a config at once; start-up prints them and stops. */
+export class ConfigErrors extends Error {
+  constructor(
+    readonly source: string,
+    readonly issues: ConfigIssue[],
+  ) {
+    super(`invalid config (${source}):\n${issues.map((i) => `  ${i.path}: ${i.message}`).join('\n')}`)
+    this.name = 'ConfigErrors'
+  }
+}
+
+export interface LoadOptions {
+  /** The config file; when absent, `./analytics.yaml` if present, else the embedded defaults. */
+  file?: string
+  /** The environment to apply; defaults to ANALYTICS_ENV. */
+  env?: string
+  /** Variables for `${VAR}`; defaults to process.env. */
+  vars?: Record<string, string | undefined>
+  /** Overrides applied last (CLI flags). */
+  port?: number
+  host?: string
+  cwd?: string
+}
+
+export const DEFAULT_CONFIG_FILES = ['analytics.yaml', 'analytics.yml', 'analytics.json', 'analytics.config.ts']
+
+/** Reads, substitutes, validates and resolves a config; throws ConfigErrors with every issue. */
+export async function loadConfig(options: LoadOptions = {}): Promise<ResolvedConfig> {
+  const cwd = options.cwd ?? process.cwd()
+  let file = options.file
+  if (!file) file = DEFAULT_CONFIG_FILES.map((f) => resolve(cwd, f)).find((f) => existsSync(f))
+  if (!file) {
+    const { embeddedDefaults } = await import('./defaults.ts')
+    return resolveConfig(embeddedDefaults(), { ...options, source: '(embedded defaults)', baseDir: cwd })
+  }
+  const path = isAbsolute(file) ? file : resolve(cwd, file)
+  const raw = await readConfigFile(path)
+  return resolveConfig(raw, { ...options, source: path, baseDir: dirname(path) })
+}
+
+async function readConfigFile(path: string): Promise<unknown> {
+  if (!existsSync(path)) throw new ConfigErrors(path, [{ path: '(file)', message: `file not found: ${path}` }])
+  const ext = extname(path)
+  if (ext === '.ts' || ext === '.js' || ext === '.mjs') {
+    try {
+      const mod = (await import(pathToFileURL(path).href)) as { default?: unknown }
+      return mod.default
+    } catch (error) {
+      throw new ConfigErrors(path, [{ path: '(file)', message: `cannot load: ${(error as Error).message}` }])
+    }
+  }
+  const text = readFileSync(path, 'utf8')
+  if (ext === '.json') {
+    try {
+      return JSON.parse(text)
+    } catch (error) {
+      throw new ConfigErrors(path, [{ path: '(file)', message: `invalid JSON: ${(error as Error).message}` }])
+    }
+  }
+  const lineCounter = new LineCounter()
+  const doc = parseDocument(text, { lineCounter, prettyErrors: false, uniqueKeys: true })
+  if (doc.errors.length > 0) {
+    throw new ConfigErrors(
+      path,
+      doc.errors.map((e) => {
+        const at = lineCounter.linePos(e.pos[0])
+        return { path: `line ${at.line}, column ${at.col}`, message: e.message.split('\n')[0] ?? e.message }
+      }),
+    )
+  }
+  return doc.toJS() ?? {}
+}
+
+export interface ResolveOptions extends LoadOptions {
+  source: string
+  baseDir: string
+}
+
+/** Resolves an already-parsed config object (tests and embedders use this directly). */
+export async function resolveConfig(raw: unknown, options: ResolveOptions): Promise<ResolvedConfig> {
+  const issues: ConfigIssue[] = []
+  const fail = (): never => {
+    throw new ConfigErrors(options.source, issues)
+  }
+  if (raw === null || typeof raw !== 'object' || Array.isArray(raw)) {
+    issues.push({ path: '(root)', message: 'expected a mapping of server, sites, plugins, sinks, environments' })
+    fail()
+  }
+  // Environments first: the chosen one replaces the keys it sets, then substitution runs on the result
+  // only, so an unused environment's missing variables are no error.
+  const env = options.env ?? process.env.ANALYTICS_ENV ?? undefined
+  let merged = { ...(raw as Record<string, unknown>) }
+  const environments = merged.environments
+  if (env) {
+    const chosen =
+      environments && typeof environments === 'object' ? (environments as Record<string, unknown>)[env] : undefined
+    if (chosen === undefined) {
+      const known = environments && typeof environments === 'object' ? Object.keys(environments) : []
+      issues.push({
+        path: `environments.${env}`,
+        message: `unknown environment (known: ${known.length ? known.join(', ') : 'none'})`,
+      })
+      fail()
+    }
+    if (chosen && typeof chosen === 'object') merged = { ...merged, ...(chosen as Record<string, unknown>) }
+  }
+  const vars = options.vars ?? process.env
+  // Environments are applied above; their unused values may hold variables that are not set here,
+  // so they are checked for known keys only, not substituted or validated deeply.
+  const { environments: _unused, ...rest } = merged
+  if (environments !== undefined) checkEnvironments(environments, issues)
+  const substituted = substitute(rest, '', vars, issues)
+  const checked = resolveOptions<RawConfig>(ConfigSchema, substituted, '')
+  if (!checked.ok) issues.push(...checked.issues)
+  // Go on with what is there, so one run reports the plugins' and sinks' errors too.
+  const config = checked.ok ? checked.value : (substituted as RawConfig)
+  const bad = (prefix: string) =>
+    issues.some((i) => i.path === prefix || i.path.startsWith(`${prefix}.`) || i.path.startsWith(`${prefix}[`))
+  if (options.port !== undefined) config.server = { ...(config.server as object), port: options.port } as never
+  if (options.host !== undefined) config.server = { ...(config.server as object), host: options.host } as never
+  const server = resolveOptions<ResolvedConfig['server']>(ServerSchema, config.server ?? {}, 'server')
+  if (!server.ok && !bad('server')) issues.push(...server.issues)
+
+  const sites = config.sites ?? 'any'
+  if (Array.isArray(sites) && !bad('sites')) checkSites(sites, issues)
+
+  const plugins = await resolveComponents<PluginDefinition>(
+    Array.isArray(config.plugins) ? config.plugins : [],
+    'plugins',
+    builtinPlugins,
+    options.baseDir,
+    issues,
+    isPluginDefinition,
+  )
+  const sinks = await resolveComponents<SinkDefinition>(
+    Array.isArray(config.sinks) ? config.sinks : [],
+    'sinks',
+    builtinSinks,
+    options.baseDir,
+    issues,
+    isSinkDefinition,
+  )
+  if (Array.isArray(config.sinks) && config.sinks.length === 0) {
+    issues.push({ path: 'sinks', message: 'at least one sink is needed, or accepted events would go nowhere' })
+  }
+  if (issues.length) fail()
+
+  const resolvedServer = (server as { value: ResolvedConfig['server'] }).value
+  return {
+    source: options.source,
+    env,
+    baseDir: options.baseDir,
+    stateDir: resolve(options.baseDir, config.stateDir ?? '.state'),
+    logLevel: (config.log?.level ?? 'info') as ResolvedConfig['logLevel'],
+    server: resolvedServer,
+    sites,
+    plugins,
+    sinks: sinks.length ? sinks : await defaultSinks(),
+  }
+}
+
+async function defaultSinks(): Promise<ResolvedComponent<SinkDefinition>[]> {
+  const definition = (await builtinSinks.stdout!()).default
+  return [{ name: 'stdout', path: 'sinks', definition, options: resolveDefaults(definition.options) }]
+}
+
+function resolveDefaults(schema: TSchema): unknown {
+  const r = resolveOptions(schema, {}, '')
+  return r.ok ? r.value : {}
+}
+
+const VAR = /\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}/g
+
+function checkEnvironments(environments: unknown, issues: ConfigIssue[]): void {
+  if (!environments || typeof environments !== 'object' || Array.isArray(environments)) {
+    issues.push({ path: 'environments', message: 'expected a mapping of environment names to partial configs' })
+    return
+  }
+  for (const [name, env] of Object.entries(environments)) {
+    const at = appendKey('environments', name)
+    if (!env || typeof env !== 'object' || Array.isArray(env)) {
+      issues.push({ path: at, message: 'expected a partial config (server, sites, plugins, sinks, …)' })
+      continue
+    }
+    for (const key of Object.keys(env)) {
+      if (!(key in TopLevel)) issues.push({ path: appendKey(at, key), message: 'unknown option' })
+    }
+  }
+}
+
+function substitute(
+  value: unknown,
+  path: string,
+  vars: Record<string, string | undefined>,
+  issues: ConfigIssue[],
+): unknown {
+  if (typeof value === 'string') {
+    if (!value.includes('${')) return value
+    return value.replace(VAR, (_m, name: string, fallback: string | undefined) => {
+      const v = vars[name]
+      if (v !== undefined && v !== '') return v
+      if (fallback !== undefined) return fallback
+      issues.push({ path: path || '(root)', message: `environment variable ${name} is not set and has no default` })
+      return ''
+    })
+  }
+  if (Array.isArray(value)) return value.map((v, i) => substitute(v, `${path}[${i}]`, vars, issues))
+  if (value && typeof value === 'object') {
+    const out: Record<string, unknown> = {}
+    for (const [k, v] of Object.entries(value)) out[k] = substitute(v, appendKey(path, k), vars, issues)
+    return out
+  }
+  return value
+}
+
+function checkSites(sites: SiteConfig[], issues: ConfigIssue[]): void {
+  const ids = new Map<number, number>()
+  const domains = new Map<string, number>()
+  sites.forEach((site, i) => {
+    const seen = ids.get(site.id)
+    if (seen !== undefined)
+      issues.push({ path: `sites[${i}].id`, message: `duplicate id ${site.id} (also sites[${seen}])` })
+    else ids.set(site.id, i)
+    for (const d of [site.domain, ...(site.domains ?? [])]) {
+      const other = domains.get(d)
+      if (other !== undefined && other !== i) {
+        issues.push({ path: `sites[${i}].domain`, message: `domain ${d} already belongs to sites[${other}]` })
+      } else domains.set(d, i)
+    }
+  })
+}
+
+function isPluginDefinition(value: unknown): value is PluginDefinition {
+  const v = value as PluginDefinition
+  return (
+    !!v &&
+    typeof v.name === 'string' &&
+    typeof v.setup === 'function' &&
+    (STAGES as readonly string[]).includes(v.stage) &&
+    typeof v.options === 'object'
+  )
+}
+
+function isSinkDefinition(value: unknown): value is SinkDefinition {
+  const v = value as SinkDefinition
+  return !!v && typeof v.name === 'string' && typeof v.setup === 'function' && typeof v.options === 'object'
+}
+
+function isPathRef(name: string): boolean {
+  return name.startsWith('.') || name.startsWith('/') || /\.(ts|js|mjs)$/.test(name)
+}
+
+async function resolveComponents<D extends { name: string; options: TSchema }>(
+  entries: unknown[],
+  kind: 'plugins' | 'sinks',
+  registry: Record<string, () => Promise<{ default: unknown }>>,
+  baseDir: string,
+  issues: ConfigIssue[],
+  guard: (v: unknown) => v is D,
+): Promise<ResolvedComponent<D>[]> {
+  const out: ResolvedComponent<D>[] = []
+  for (let i = 0; i < entries.length; i++) {
+    const entry = entries[i]
+    const at = `${kind}[${i}]`
+    // Entries of the wrong shape were reported by the schema check already.
+    if (typeof entry !== 'string' && (!entry || typeof entry !== 'object' || Object.keys(entry).length !== 1)) continue
+    const [ref, rawOptions] =
+      typeof entry === 'string' ? [entry, undefined] : (Object.entries(entry as object)[0] as [string, unknown])
+    let definition: unknown
+    if (isPathRef(ref)) {
+      const file = resolve(baseDir, ref)
+      if (!existsSync(file)) {
+        issues.push({ path: at, message: `file not found: ${ref}` })
+        continue
+      }
+      try {
+        definition = ((await import(pathToFileURL(file).href)) as { default?: unknown }).default
+      } catch (error) {
+        issues.push({ path: at, message: `cannot load ${ref}: ${(error as Error).message}` })
+        continue
+      }
+      if (!guard(definition)) {
+        issues.push({
+          path: at,
+          message: `${ref} does not export a ${kind === 'plugins' ? 'definePlugin' : 'defineSink'}(...) value as default`,
+        })
+        continue
+      }
+    } else {
+      const load = registry[ref]
+      if (!load) {
+        issues.push({
+          path: at,
+          message: `unknown ${kind.slice(0, -1)} "${ref}" (known: ${Object.keys(registry).join(', ')})`,
+        })
+        continue
+      }
+      definition = (await load()).default
+    }
+    const def = definition as D
+    const key = appendKey(at, ref)
+    const checked = resolveOptions(def.options, rawOptions ?? {}, key)
+    if (!checked.ok) {
+      issues.push(...checked.issues)
+      continue
+    }
+    out.push({ name: isPathRef(ref) ? def.name : ref, path: key, definition: def, options: checked.value })
+  }
+  return out
+}

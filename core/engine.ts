@@ -1,0 +1,330 @@
+// The engine: sets up the configured plugins and sinks once, compiles the pipeline, serves HTTP, and
+// shuts down in order (stop accepting, drain, close plugins in reverse, flush the sinks last).
+
+import { mkdirSync } from 'node:fs'
+import { resolve } from 'node:path'
+import type { ResolvedComponent, ResolvedConfig } from './config.ts'
+import { ConfigErrors } from './config.ts'
+import { AnalyticsEvent } from './event.ts'
+import { buildHttpApp, type HttpHost } from './http.ts'
+import { createLogger, type Logger } from './logger.ts'
+import { Histogram, Metrics } from './metrics.ts'
+import type { ConfigIssue } from './options.ts'
+import { Pipeline, PLUGIN_ERROR, type Step } from './pipeline.ts'
+import {
+  ConfigError,
+  type Drop,
+  type EngineServices,
+  type Ingest,
+  type IngestRequest,
+  type PluginContext,
+  type PluginDefinition,
+  type PluginInstance,
+  type Route,
+  STAGES,
+} from './plugin.ts'
+import { type SinkDefinition, type SinkInstance, SinkStats } from './sink.ts'
+import { createSiteTable } from './sites.ts'
+
+export interface EngineSink {
+  name: string
+  definition: SinkDefinition
+  options: unknown
+  instance: SinkInstance
+  stats: SinkStats
+}
+
+export interface EnginePlugin {
+  name: string
+  definition: PluginDefinition
+  instance: PluginInstance
+}
+
+export interface Engine {
+  readonly config: ResolvedConfig
+  readonly services: EngineServices
+  readonly plugins: readonly EnginePlugin[]
+  readonly sinks: readonly EngineSink[]
+  readonly routes: readonly { plugin: string; route: Route }[]
+  readonly pipeline: Pipeline
+  readonly metrics: Metrics
+  readonly logger: Logger
+  /** Handles a request without a socket (tests, tools); `peerIp` stands for the TCP peer. */
+  handle(request: Request, peerIp?: string): Promise<Response>
+  /** Starts listening; returns the bound port. */
+  listen(): { port: number; hostname: string }
+  health(): { status: number; body: unknown }
+  /** Runs each sink's `migrate`; failures are reported, not thrown (a sink whose server is down spools). */
+  migrate(): Promise<string[]>
+  /** Stops accepting, drains, closes plugins, flushes and closes sinks. Safe to call twice. */
+  shutdown(): Promise<void>
+}
+
+export interface EngineOptions {
+  logger?: Logger
+}
+
+function makeContext(definition: PluginDefinition): PluginContext {
+  const drops = new Map<string, Drop>()
+  for (const reason of Object.keys(definition.drops ?? {})) {
+    drops.set(reason, Object.freeze({ kind: 'drop', reason, plugin: definition.name }) as Drop)
+  }
+  return {
+    drop(reason) {
+      const drop = drops.get(reason)
+      // An undeclared reason is a plugin bug: the throw becomes a counted plugin_error.
+      if (!drop) throw new Error(`${definition.name} returned an undeclared drop reason "${reason}"`)
+      return drop
+    },
+  }
+}
+
+export async function createEngine(config: ResolvedConfig, options: EngineOptions = {}): Promise<Engine> {
+  const logger = options.logger ?? createLogger({ level: config.logLevel })
+  mkdirSync(config.stateDir, { recursive: true })
+  const closeHooks: (() => void | Promise<void>)[] = []
+  const sites = createSiteTable(config.sites)
+  const services: EngineServices = {
+    sites,
+    server: config.server,
+    logger,
+    baseDir: config.baseDir,
+    stateDir: config.stateDir,
+    resolvePath: (p) => resolve(config.baseDir, p),
+    onClose: (fn) => closeHooks.push(fn),
+  }
+
+  const issues: ConfigIssue[] = []
+  const plugins: EnginePlugin[] = []
+  const sinks: EngineSink[] = []
+  const releaseAll = async () => {
+    for (const p of [...plugins].reverse()) await Promise.resolve(p.instance.close?.()).catch(() => {})
+    for (const s of sinks) await s.instance.close().catch(() => {})
+  }
+
+  const setupIssue = (component: ResolvedComponent<unknown>, error: unknown) => {
+    if (error instanceof ConfigError) issues.push({ path: `${component.path}.${error.path}`, message: error.message })
+    else issues.push({ path: component.path, message: `setup failed: ${(error as Error).message}` })
+  }
+
+  for (const component of config.plugins) {
+    try {
+      const instance = await component.definition.setup(component.options as never, services)
+      plugins.push({ name: component.name, definition: component.definition, instance })
+    } catch (error) {
+      setupIssue(component, error)
+    }
+  }
+  for (const component of config.sinks) {
+    const stats = new SinkStats()
+    try {
+      const instance = await component.definition.setup(component.options as never, services, stats)
+      sinks.push({
+        name: component.name,
+        definition: component.definition,
+        options: component.options,
+        instance,
+        stats,
+      })
+    } catch (error) {
+      setupIssue(component, error)
+    }
+  }
+
+  // Routes: two dialects claiming the same method and path is a config error, not a silent override.
+  const routes: { plugin: string; route: Route }[] = []
+  const claimed = new Map<string, string>()
+  config.plugins.forEach((component, i) => {
+    const plugin = plugins.find((p) => p.definition === component.definition && p.name === component.name)
+    for (const route of plugin?.instance.routes ?? []) {
+      const key = `${route.method} ${route.path}`
+      const owner = claimed.get(key)
+      if (owner) issues.push({ path: `plugins[${i}]`, message: `route ${key} is already served by ${owner}` })
+      else {
+        claimed.set(key, component.name)
+        routes.push({ plugin: component.name, route })
+      }
+    }
+  })
+
+  if (issues.length) {
+    await releaseAll()
+    throw new ConfigErrors(config.source, issues)
+  }
+
+  const steps: Step[] = []
+  for (const stage of STAGES) {
+    for (const p of plugins) {
+      if (p.definition.stage !== stage || !p.instance.run) continue
+      steps.push({
+        name: p.name,
+        stage,
+        run: p.instance.run.bind(p.instance),
+        ctx: makeContext(p.definition),
+        async: p.definition.async === true,
+      })
+    }
+  }
+
+  const metrics = new Metrics()
+  const labels = [...sites.list().map((s) => s.label), 'other']
+  for (const p of plugins) {
+    for (const reason of Object.keys(p.definition.drops ?? {})) for (const l of labels) metrics.declareDrop(reason, l)
+  }
+  for (const l of labels) metrics.declareDrop(PLUGIN_ERROR, l)
+  for (const s of sinks) {
+    metrics.sinks.push({
+      name: s.name,
+      stats: s.stats,
+      health: () => s.instance.health(),
+      batchSeconds: new Histogram(),
+    })
+  }
+
+  const pipeline = new Pipeline(
+    steps,
+    sinks.map((s) => ({ name: s.name, instance: s.instance })),
+    metrics,
+    logger,
+  )
+
+  const ingest: Ingest = {
+    newEvent(req: IngestRequest, dialect: string): AnalyticsEvent {
+      const event = new AnalyticsEvent()
+      event.dialect = dialect
+      event.peerIp = req.peerIp
+      event.clientIp = req.peerIp
+      event.headers = req.request.headers
+      event.userAgent = req.request.headers.get('user-agent') ?? ''
+      event.receivedAt = req.receivedAt
+      event.timestamp = Math.floor(req.receivedAt / 1000)
+      return event
+    },
+    process: (events) => pipeline.process(events),
+    recordDrop: (event, drop) => pipeline.recordDrop(event, drop),
+  }
+
+  const health = () => {
+    const states: Record<string, unknown> = {}
+    let worst: 'ok' | 'degraded' | 'failing' = 'ok'
+    for (const s of sinks) {
+      const h = s.instance.health()
+      states[s.name] = h
+      if (h.state === 'failing') worst = 'failing'
+      else if (h.state === 'degraded' && worst === 'ok') worst = 'degraded'
+    }
+    const status = stopping ? 'stopping' : worst
+    return { status: worst === 'failing' || stopping ? 503 : 200, body: { status, sinks: states } }
+  }
+
+  let inFlight = 0
+  let drained: (() => void) | undefined
+  const handedPeers = new WeakMap<Request, string>()
+  const host: HttpHost = {
+    routes: routes.map((r) => r.route),
+    ingest,
+    metrics,
+    logger,
+    bodyLimit: config.server.bodyLimit,
+    health,
+    peerOf: (request) => handedPeers.get(request),
+    requestStarted: () => {
+      inFlight++
+    },
+    requestFinished: () => {
+      inFlight--
+      if (inFlight === 0 && drained) drained()
+    },
+  }
+  const app = buildHttpApp(host)
+
+  let stopping = false
+  let listening = false
+  let shutdownPromise: Promise<void> | undefined
+
+  const shutdown = async () => {
+    stopping = true
+    // Stop accepting; in-flight requests finish.
+    if (listening) await app.stop(false).catch(() => {})
+    if (inFlight > 0) {
+      await new Promise<void>((done) => {
+        drained = done
+        setTimeout(done, config.server.shutdownTimeoutMs).unref?.()
+      })
+    }
+    for (const p of [...plugins].reverse()) {
+      try {
+        await p.instance.close?.()
+      } catch (error) {
+        logger.error('A plugin failed to close.', { plugin: p.name, error: (error as Error).message })
+      }
+    }
+    for (const fn of closeHooks.reverse()) {
+      try {
+        await fn()
+      } catch (error) {
+        logger.error('A shutdown hook failed.', { error: (error as Error).message })
+      }
+    }
+    // Sinks last, so everything accepted during the drain is flushed or spooled.
+    for (const s of sinks) {
+      try {
+        await s.instance.close()
+      } catch (error) {
+        logger.error('A sink failed to close; its rows may be in its spool.', {
+          sink: s.name,
+          error: (error as Error).message,
+        })
+      }
+    }
+  }
+
+  return {
+    config,
+    services,
+    plugins,
+    sinks,
+    routes,
+    pipeline,
+    metrics,
+    logger,
+    handle(request, peerIp = '127.0.0.1') {
+      handedPeers.set(request, peerIp)
+      return app.handle(request)
+    },
+    listen() {
+      app.listen({
+        port: config.server.port,
+        hostname: config.server.host,
+        // Bun refuses larger bodies itself; readBody enforces the exact limit (and after decompression).
+        maxRequestBodySize: config.server.bodyLimit + 1,
+      })
+      const server = app.server
+      if (!server) throw new Error('the HTTP server did not start')
+      listening = true
+      return { port: server.port ?? config.server.port, hostname: server.hostname ?? config.server.host }
+    },
+    health,
+    async migrate() {
+      const lines: string[] = []
+      for (const s of sinks) {
+        if (!s.definition.migrate) continue
+        try {
+          for (const line of await s.definition.migrate(s.options as never, services)) lines.push(`${s.name}: ${line}`)
+        } catch (error) {
+          const message = `${s.name}: migration failed: ${(error as Error).message}`
+          logger.warn('A sink could not migrate its storage; it will retry and spool meanwhile.', {
+            sink: s.name,
+            error: (error as Error).message,
+          })
+          lines.push(message)
+        }
+      }
+      return lines
+    },
+    shutdown() {
+      shutdownPromise ??= shutdown()
+      return shutdownPromise
+    },
+  }
+}

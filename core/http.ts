@@ -1,0 +1,212 @@
+// The one module that knows the HTTP framework (style.md "The core knows no framework"). It mounts
+// the routes dialects declare as plain data, answers CORS preflights for any origin, enforces the
+// body limit itself (413), decompresses gzip/deflate bodies within the same limit, and serves
+// /health and /metrics. Every stage runs outside Elysia's hooks: they would cost throughput.
+
+import { gunzipSync, inflateSync } from 'node:zlib'
+import { Elysia } from 'elysia'
+import type { Logger } from './logger.ts'
+import type { Metrics } from './metrics.ts'
+import type { Ingest, IngestRequest, Route } from './plugin.ts'
+
+export interface HttpHost {
+  readonly routes: readonly Route[]
+  readonly ingest: Ingest
+  readonly metrics: Metrics
+  readonly logger: Logger
+  readonly bodyLimit: number
+  health(): { status: number; body: unknown }
+  /** Peer address for requests handed in without a socket (engine.handle in tests). */
+  peerOf(request: Request): string | undefined
+  requestStarted(): void
+  requestFinished(): void
+}
+
+const CORS_HEADERS = {
+  'access-control-allow-origin': '*',
+  'access-control-allow-methods': 'POST, GET, OPTIONS',
+  'access-control-max-age': '86400',
+}
+
+const DECODER = new TextDecoder('utf-8', { fatal: false, ignoreBOM: false })
+
+/** Answers for bodies we refuse before any dialect sees them; plain text, no internals. */
+function tooLarge(limit: number): Response {
+  return new Response(`request body exceeds ${limit} bytes`, {
+    status: 413,
+    headers: { 'content-type': 'text/plain; charset=utf-8', 'access-control-allow-origin': '*', connection: 'close' },
+  })
+}
+
+function unsupportedEncoding(): Response {
+  return new Response('unsupported content-encoding (use gzip, deflate or none)', {
+    status: 415,
+    headers: { 'content-type': 'text/plain; charset=utf-8', 'access-control-allow-origin': '*' },
+  })
+}
+
+function badBody(): Response {
+  return new Response('request body could not be read', {
+    status: 400,
+    headers: { 'content-type': 'text/plain; charset=utf-8', 'access-control-allow-origin': '*' },
+  })
+}
+
+type BodyResult = { ok: true; text: string } | { ok: false; response: Response }
+
+/**
+ * Reads at most `limit` bytes of the body (the declared length is checked first, so an oversized
+ * body is refused without reading it), then decompresses within the same limit.
+ */
+export async function readBody(request: Request, limit: number): Promise<BodyResult> {
+  const declared = request.headers.get('content-length')
+  if (declared !== null && Number(declared) > limit) return { ok: false, response: tooLarge(limit) }
+  if (request.body === null) return { ok: true, text: '' }
+  let bytes: Uint8Array
+  try {
+    if (declared !== null) {
+      bytes = new Uint8Array(await request.arrayBuffer())
+      if (bytes.byteLength > limit) return { ok: false, response: tooLarge(limit) }
+    } else {
+      const read = await readCapped(request.body, limit)
+      if (!read) return { ok: false, response: tooLarge(limit) }
+      bytes = read
+    }
+  } catch {
+    return { ok: false, response: badBody() }
+  }
+  const encoding = request.headers.get('content-encoding')
+  if (encoding !== null && encoding !== '' && encoding !== 'identity') {
+    const e = encoding.trim().toLowerCase()
+    if (e !== 'gzip' && e !== 'x-gzip' && e !== 'deflate') return { ok: false, response: unsupportedEncoding() }
+    try {
+      // maxOutputLength makes a decompression bomb fail early instead of filling memory.
+      bytes =
+        e === 'deflate' ? inflateSync(bytes, { maxOutputLength: limit }) : gunzipSync(bytes, { maxOutputLength: limit })
+    } catch (error) {
+      if ((error as { code?: string }).code === 'ERR_BUFFER_TOO_LARGE' || error instanceof RangeError) {
+        return { ok: false, response: tooLarge(limit) }
+      }
+      return { ok: false, response: badBody() }
+    }
+  }
+  return { ok: true, text: bytes.byteLength === 0 ? '' : DECODER.decode(bytes) }
+}
+
+async function readCapped(stream: ReadableStream<Uint8Array>, limit: number): Promise<Uint8Array | undefined> {
+  const reader = stream.getReader()
+  const chunks: Uint8Array[] = []
+  let size = 0
+  for (;;) {
+    const { done, value } = await reader.read()
+    if (done) break
+    size += value.byteLength
+    if (size > limit) {
+      await reader.cancel().catch(() => {})
+      return undefined
+    }
+    chunks.push(value)
+  }
+  if (chunks.length === 1) return chunks[0]
+  const out = new Uint8Array(size)
+  let offset = 0
+  for (const c of chunks) {
+    out.set(c, offset)
+    offset += c.byteLength
+  }
+  return out
+}
+
+/** Strips the IPv4-mapped prefix so `::ffff:1.2.3.4` and `1.2.3.4` are one client. */
+export function normalisePeer(address: string | undefined): string {
+  if (!address) return ''
+  return address.startsWith('::ffff:') && address.includes('.') ? address.slice(7) : address
+}
+
+export function buildHttpApp(host: HttpHost) {
+  const app = new Elysia({ normalize: false })
+
+  for (const route of host.routes) {
+    const label = route.path
+    const handler = async ({
+      request,
+      params,
+      server,
+    }: {
+      request: Request
+      params: Record<string, string>
+      server: { requestIP(r: Request): { address: string } | null } | null
+    }): Promise<Response> => {
+      host.requestStarted()
+      try {
+        const receivedAt = Date.now()
+        const body = await readBody(request, host.bodyLimit)
+        if (!body.ok) {
+          host.metrics.request(label, body.response.status)
+          return body.response
+        }
+        const peerIp = normalisePeer(host.peerOf(request) ?? server?.requestIP(request)?.address)
+        const req: IngestRequest = { request, body: body.text, params: params ?? {}, peerIp, receivedAt }
+        let response: Response
+        try {
+          response = await route.handle(req, host.ingest)
+        } catch (error) {
+          host.logger.throttled(`route:${label}`, 'error', 'A dialect failed on a request.', {
+            route: label,
+            error: (error as Error).name,
+            detail: String((error as Error).message).slice(0, 200),
+          })
+          response = new Response('{"error":"internal error"}', {
+            status: 500,
+            headers: { 'content-type': 'application/json' },
+          })
+        }
+        response.headers.set('access-control-allow-origin', '*')
+        host.metrics.request(label, response.status)
+        return response
+      } finally {
+        host.requestFinished()
+      }
+    }
+    if (route.method === 'POST') app.post(route.path, handler as never, { parse: 'none' })
+    else app.get(route.path, handler as never)
+  }
+
+  app.options('/*', ({ request }) => {
+    const asked = request.headers.get('access-control-request-headers')
+    return new Response(null, {
+      status: 204,
+      headers: {
+        ...CORS_HEADERS,
+        // Echo what the browser asks for (content-type for JSON bodies); values are header names only.
+        'access-control-allow-headers': asked && /^[\w\-, ]{1,500}$/.test(asked) ? asked : 'content-type',
+      },
+    })
+  })
+
+  app.get('/health', () => {
+    const { status, body } = host.health()
+    host.metrics.request('/health', status)
+    return new Response(JSON.stringify(body), { status, headers: { 'content-type': 'application/json' } })
+  })
+
+  app.get('/metrics', () => {
+    host.metrics.request('/metrics', 200)
+    return new Response(host.metrics.render(), { headers: { 'content-type': 'text/plain; version=0.0.4' } })
+  })
+
+  app.onError(({ code, error }) => {
+    if (code === 'NOT_FOUND') {
+      host.metrics.request('(unmatched)', 404)
+      return new Response('not found', { status: 404, headers: { 'content-type': 'text/plain; charset=utf-8' } })
+    }
+    host.logger.throttled(`http:${String(code)}`, 'error', 'The HTTP layer failed on a request.', {
+      code: String(code),
+      detail: String((error as Error)?.message ?? '').slice(0, 200),
+    })
+    host.metrics.request('(error)', 500)
+    return new Response('{"error":"internal error"}', { status: 500, headers: { 'content-type': 'application/json' } })
+  })
+
+  return app
+}

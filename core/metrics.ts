@@ -1,0 +1,121 @@
+// Prometheus text exposition, hand-written: counters are plain numbers in maps made at start, so the
+// hot path only increments. Labels use configured sites only (others share `other`), so a client
+// cannot create unbounded series.
+
+import type { SinkHealth, SinkStats } from './sink.ts'
+
+const BUCKETS = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30]
+
+export class Histogram {
+  readonly counts = new Array<number>(BUCKETS.length).fill(0)
+  sum = 0
+  count = 0
+  observe(seconds: number): void {
+    this.sum += seconds
+    this.count++
+    for (let i = 0; i < BUCKETS.length; i++) if (seconds <= BUCKETS[i]!) this.counts[i]!++
+  }
+}
+
+export interface SinkView {
+  name: string
+  stats: SinkStats
+  health(): SinkHealth
+  batchSeconds: Histogram
+}
+
+export class Metrics {
+  /** `route status` → count. */
+  readonly requests = new Map<string, number>()
+  /** site label → count. */
+  readonly accepted = new Map<string, number>()
+  /** `reason\0site` → count. */
+  readonly dropped = new Map<string, number>()
+  readonly sinks: SinkView[] = []
+  readonly startedAt = Date.now()
+
+  request(route: string, status: number): void {
+    const key = `${route} ${status}`
+    this.requests.set(key, (this.requests.get(key) ?? 0) + 1)
+  }
+
+  accept(site: string): void {
+    this.accepted.set(site, (this.accepted.get(site) ?? 0) + 1)
+  }
+
+  drop(reason: string, site: string): void {
+    const key = `${reason}\u0000${site}`
+    this.dropped.set(key, (this.dropped.get(key) ?? 0) + 1)
+  }
+
+  /** Makes the series of a reason and a site exist from start (value 0), as Prometheus prefers. */
+  declareDrop(reason: string, site: string): void {
+    const key = `${reason}\u0000${site}`
+    if (!this.dropped.has(key)) this.dropped.set(key, 0)
+  }
+
+  render(): string {
+    const out: string[] = []
+    const family = (name: string, type: string, help: string) =>
+      out.push(`# HELP ${name} ${help}`, `# TYPE ${name} ${type}`)
+
+    family('analytics_http_requests_total', 'counter', 'HTTP requests by route and status.')
+    for (const [key, n] of this.requests) {
+      const space = key.lastIndexOf(' ')
+      out.push(
+        `analytics_http_requests_total{route="${esc(key.slice(0, space))}",status="${key.slice(space + 1)}"} ${n}`,
+      )
+    }
+    family('analytics_events_accepted_total', 'counter', 'Events that passed every plugin and went to the sinks.')
+    for (const [site, n] of this.accepted) out.push(`analytics_events_accepted_total{site="${esc(site)}"} ${n}`)
+    family('analytics_events_dropped_total', 'counter', 'Events dropped, by reason and site.')
+    for (const [key, n] of this.dropped) {
+      const [reason, site] = key.split('\u0000') as [string, string]
+      out.push(`analytics_events_dropped_total{reason="${esc(reason)}",site="${esc(site)}"} ${n}`)
+    }
+
+    family('analytics_sink_rows_written_total', 'counter', 'Rows a sink wrote to its destination.')
+    for (const s of this.sinks)
+      out.push(`analytics_sink_rows_written_total{sink="${esc(s.name)}"} ${s.stats.rowsWritten}`)
+    family('analytics_sink_rows_failed_total', 'counter', 'Rows a sink could not write (dead-lettered or lost).')
+    for (const s of this.sinks)
+      out.push(`analytics_sink_rows_failed_total{sink="${esc(s.name)}"} ${s.stats.rowsFailed}`)
+    family('analytics_sink_retries_total', 'counter', 'Batch insert retries.')
+    for (const s of this.sinks) out.push(`analytics_sink_retries_total{sink="${esc(s.name)}"} ${s.stats.retries}`)
+    family('analytics_sink_dead_letters_total', 'counter', 'Batches written to the dead-letter file.')
+    for (const s of this.sinks)
+      out.push(`analytics_sink_dead_letters_total{sink="${esc(s.name)}"} ${s.stats.deadLetters}`)
+    family('analytics_sink_queued_rows', 'gauge', 'Rows waiting in memory.')
+    for (const s of this.sinks)
+      out.push(`analytics_sink_queued_rows{sink="${esc(s.name)}"} ${s.health().queuedRows ?? 0}`)
+    family('analytics_sink_spool_bytes', 'gauge', 'Bytes spooled on disk waiting for the destination.')
+    for (const s of this.sinks)
+      out.push(`analytics_sink_spool_bytes{sink="${esc(s.name)}"} ${s.health().spoolBytes ?? 0}`)
+    family('analytics_sink_up', 'gauge', '1 when the sink is healthy, 0.5 degraded, 0 failing.')
+    for (const s of this.sinks) {
+      const state = s.health().state
+      out.push(`analytics_sink_up{sink="${esc(s.name)}"} ${state === 'ok' ? 1 : state === 'degraded' ? 0.5 : 0}`)
+    }
+    family('analytics_sink_batch_duration_seconds', 'histogram', 'Time to write one batch.')
+    for (const s of this.sinks) {
+      // Sinks record raw durations; fold them into the histogram on scrape.
+      for (const seconds of s.stats.batchSeconds.splice(0)) s.batchSeconds.observe(seconds)
+      const h = s.batchSeconds
+      for (let i = 0; i < BUCKETS.length; i++) {
+        out.push(
+          `analytics_sink_batch_duration_seconds_bucket{sink="${esc(s.name)}",le="${BUCKETS[i]}"} ${h.counts[i]}`,
+        )
+      }
+      out.push(`analytics_sink_batch_duration_seconds_bucket{sink="${esc(s.name)}",le="+Inf"} ${h.count}`)
+      out.push(`analytics_sink_batch_duration_seconds_sum{sink="${esc(s.name)}"} ${h.sum}`)
+      out.push(`analytics_sink_batch_duration_seconds_count{sink="${esc(s.name)}"} ${h.count}`)
+    }
+    family('analytics_uptime_seconds', 'gauge', 'Seconds since the engine started.')
+    out.push(`analytics_uptime_seconds ${Math.floor((Date.now() - this.startedAt) / 1000)}`)
+    return `${out.join('\n')}\n`
+  }
+}
+
+function esc(v: string): string {
+  return v.replace(/\\/g, '\\\\').replace(/"/g, '\\"').replace(/\n/g, '\\n')
+}

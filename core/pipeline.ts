@@ -1,0 +1,128 @@
+// The compiled pipeline (design.md "The plugin contract"): every `run` of the configured plugins in
+// one flat array, ordered by the stage table and, within a stage, by config order. Synchronous steps
+// run in a plain loop; a promise is made only when an async plugin returns one.
+
+import type { AnalyticsEvent } from './event.ts'
+import type { Logger } from './logger.ts'
+import type { Metrics } from './metrics.ts'
+import type { Drop, PluginContext, PluginInstance, RunResult, Stage } from './plugin.ts'
+import type { SinkInstance } from './sink.ts'
+
+export const PLUGIN_ERROR = 'plugin_error'
+
+export interface Step {
+  /** The plugin's name, for logs and `check`. */
+  name: string
+  stage: Stage
+  run: NonNullable<PluginInstance['run']>
+  ctx: PluginContext
+  async: boolean
+}
+
+const PLUGIN_ERROR_DROP: Drop = Object.freeze({ kind: 'drop', reason: PLUGIN_ERROR, plugin: 'core' })
+
+export class Pipeline {
+  constructor(
+    readonly steps: readonly Step[],
+    private readonly sinks: readonly { name: string; instance: SinkInstance }[],
+    private readonly metrics: Metrics,
+    private readonly logger: Logger,
+  ) {}
+
+  /** Runs the events in order; one outcome per event (`undefined` = accepted). */
+  process(events: AnalyticsEvent[]): RunResult[] | Promise<RunResult[]> {
+    const outcomes: RunResult[] = new Array(events.length)
+    for (let i = 0; i < events.length; i++) {
+      const outcome = this.processOne(events[i]!)
+      if (outcome instanceof Promise) return this.finishAsync(events, outcomes, i, outcome)
+      outcomes[i] = outcome
+    }
+    return outcomes
+  }
+
+  processOne(event: AnalyticsEvent): RunResult | Promise<RunResult> {
+    const steps = this.steps
+    for (let i = 0; i < steps.length; i++) {
+      const step = steps[i]!
+      let result: RunResult | Promise<RunResult>
+      try {
+        result = step.run(event, step.ctx)
+      } catch (error) {
+        return this.fault(event, step, error)
+      }
+      if (result === undefined || result === null) continue
+      if (result instanceof Promise) return this.continueAsync(event, i, result)
+      return this.verdict(event, step, result)
+    }
+    this.accept(event)
+    return undefined
+  }
+
+  /** Counts a drop decided outside the pipeline (by a dialect: unknown site, …). */
+  recordDrop(event: AnalyticsEvent, drop: Drop): void {
+    this.metrics.drop(drop.reason, event.site?.label ?? 'other')
+  }
+
+  private async continueAsync(event: AnalyticsEvent, index: number, pending: Promise<RunResult>): Promise<RunResult> {
+    const steps = this.steps
+    let step = steps[index]!
+    try {
+      let result = await pending
+      for (;;) {
+        if (result !== undefined && result !== null) return this.verdict(event, step, result)
+        index++
+        if (index >= steps.length) break
+        step = steps[index]!
+        result = await step.run(event, step.ctx)
+      }
+    } catch (error) {
+      return this.fault(event, step, error)
+    }
+    this.accept(event)
+    return undefined
+  }
+
+  private async finishAsync(
+    events: AnalyticsEvent[],
+    outcomes: RunResult[],
+    index: number,
+    pending: Promise<RunResult>,
+  ): Promise<RunResult[]> {
+    outcomes[index] = await pending
+    for (let i = index + 1; i < events.length; i++) outcomes[i] = await this.processOne(events[i]!)
+    return outcomes
+  }
+
+  private verdict(event: AnalyticsEvent, step: Step, result: unknown): RunResult {
+    const drop = result as Drop
+    if (drop.kind !== 'drop') return this.fault(event, step, new TypeError('run returned something other than a drop'))
+    this.metrics.drop(drop.reason, event.site?.label ?? 'other')
+    return drop
+  }
+
+  private fault(event: AnalyticsEvent, step: Step, error: unknown): Drop {
+    this.metrics.drop(PLUGIN_ERROR, event.site?.label ?? 'other')
+    const e = error instanceof Error ? error : new Error(String(error))
+    // The message may quote request data: cut it, and log once per interval per plugin.
+    this.logger.throttled(`plugin_error:${step.name}`, 'error', 'A plugin threw on an event; the event was dropped.', {
+      plugin: step.name,
+      error: e.name,
+      detail: e.message.slice(0, 200),
+    })
+    return PLUGIN_ERROR_DROP
+  }
+
+  private accept(event: AnalyticsEvent): void {
+    this.metrics.accept(event.site?.label ?? 'other')
+    for (const sink of this.sinks) {
+      try {
+        sink.instance.write(event)
+      } catch (error) {
+        this.logger.throttled(`sink_write:${sink.name}`, 'error', 'A sink refused an event.', {
+          sink: sink.name,
+          error: (error as Error).message?.slice(0, 200),
+        })
+      }
+    }
+  }
+}

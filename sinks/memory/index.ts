@@ -1,0 +1,48 @@
+// The memory sink: keeps rows in memory, for tests of the engine and of users' own plugins.
+
+import { Type } from '@sinclair/typebox'
+import { eventRow, type JsonRow, sessionRow } from '../../core/rows.ts'
+import { defineSink, type SinkInstance } from '../../core/sink.ts'
+
+export interface MemorySinkInstance extends SinkInstance {
+  /** events_v2 rows in the order they were accepted. */
+  readonly events: JsonRow[]
+  /** sessions_v2 rows in the order they were written. */
+  readonly sessions: JsonRow[]
+  clear(): void
+}
+
+export default defineSink({
+  name: 'memory',
+  summary: 'Keeps rows in memory (for tests); bounded by maxRows, oldest first out.',
+  options: Type.Object(
+    {
+      maxRows: Type.Integer({ minimum: 1, default: 100000, description: 'Rows kept per table before the oldest go.' }),
+    },
+    { additionalProperties: false },
+  ),
+  setup(options, _engine, stats): MemorySinkInstance {
+    const events: JsonRow[] = []
+    const sessions: JsonRow[] = []
+    const push = (list: JsonRow[], row: JsonRow) => {
+      if (list.length >= options.maxRows) list.shift()
+      list.push(row)
+      stats.rowsWritten++
+    }
+    return {
+      events,
+      sessions,
+      clear() {
+        events.length = 0
+        sessions.length = 0
+      },
+      write(event) {
+        push(events, eventRow(event))
+        for (const s of event.sessionRows) push(sessions, sessionRow(s))
+      },
+      flush: async () => {},
+      close: async () => {},
+      health: () => ({ state: 'ok', queuedRows: 0 }),
+    }
+  },
+})

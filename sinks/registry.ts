@@ -1,0 +1,10 @@
+// Built-in sinks by name, loaded lazily so a sink's client library loads only when a config names it.
+
+import type { SinkDefinition } from '../core/sink.ts'
+
+type Loader = () => Promise<{ default: SinkDefinition }>
+
+export const builtinSinks: Record<string, Loader> = {
+  stdout: () => import('./stdout/index.ts'),
+  memory: () => import('./memory/index.ts'),
+}
