@@ -172,7 +172,7 @@ export async function main(argv: string[]): Promise<number> {
   }
   let address: { port: number; hostname: string }
   try {
-    address = engine.listen()
+    address = await engine.listen()
   } catch (error) {
     engine.logger.error('Cannot listen.', { error: (error as Error).message })
     await engine.shutdown()

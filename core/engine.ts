@@ -6,7 +6,7 @@ import { resolve } from 'node:path'
 import type { ResolvedComponent, ResolvedConfig } from './config.ts'
 import { ConfigErrors } from './config.ts'
 import { AnalyticsEvent } from './event.ts'
-import { buildHttpApp, type HttpHost } from './http.ts'
+import { buildHttpApp, type HttpHost, listenApp } from './http.ts'
 import { createLogger, type Logger } from './logger.ts'
 import { Histogram, Metrics } from './metrics.ts'
 import type { ConfigIssue } from './options.ts'
@@ -23,6 +23,7 @@ import {
   type Route,
   STAGES,
 } from './plugin.ts'
+import type { Listener } from './runtime/index.ts'
 import { type SinkDefinition, type SinkInstance, SinkStats } from './sink.ts'
 import { createSiteTable } from './sites.ts'
 
@@ -51,8 +52,8 @@ export interface Engine {
   readonly logger: Logger
   /** Handles a request without a socket (tests, tools); `peerIp` stands for the TCP peer. */
   handle(request: Request, peerIp?: string): Promise<Response>
-  /** Starts listening; returns the bound port. */
-  listen(): { port: number; hostname: string }
+  /** Starts listening; returns the bound address. */
+  listen(): Promise<{ port: number; hostname: string }>
   health(): { status: number; body: unknown }
   /** Runs each sink's `migrate`; failures are reported, not thrown (a sink whose server is down spools). */
   migrate(): Promise<string[]>
@@ -239,13 +240,13 @@ export async function createEngine(config: ResolvedConfig, options: EngineOption
   const app = buildHttpApp(host)
 
   let stopping = false
-  let listening = false
+  let listener: Listener | undefined
   let shutdownPromise: Promise<void> | undefined
 
   const shutdown = async () => {
     stopping = true
     // Stop accepting; in-flight requests finish.
-    if (listening) await app.stop(false).catch(() => {})
+    if (listener) await listener.stop().catch(() => {})
     if (inFlight > 0) {
       await new Promise<void>((done) => {
         drained = done
@@ -292,17 +293,18 @@ export async function createEngine(config: ResolvedConfig, options: EngineOption
       handedPeers.set(request, peerIp)
       return app.handle(request)
     },
-    listen() {
-      app.listen({
+    async listen() {
+      listener = await listenApp(app, {
         port: config.server.port,
         hostname: config.server.host,
-        // Bun refuses larger bodies itself; readBody enforces the exact limit (and after decompression).
+        // The runtime refuses larger bodies itself where it can; readBody enforces the exact limit.
         maxRequestBodySize: config.server.bodyLimit + 1,
+        fetch: (request, peer) => {
+          handedPeers.set(request, peer)
+          return app.handle(request)
+        },
       })
-      const server = app.server
-      if (!server) throw new Error('the HTTP server did not start')
-      listening = true
-      return { port: server.port ?? config.server.port, hostname: server.hostname ?? config.server.host }
+      return { port: listener.port, hostname: listener.hostname }
     },
     health,
     async migrate() {

@@ -8,6 +8,7 @@ import { Elysia } from 'elysia'
 import type { Logger } from './logger.ts'
 import type { Metrics } from './metrics.ts'
 import type { Ingest, IngestRequest, Route } from './plugin.ts'
+import { type Listener, runtimeName, type ServeOptions, serve } from './runtime/index.ts'
 
 export interface HttpHost {
   readonly routes: readonly Route[]
@@ -209,4 +210,22 @@ export function buildHttpApp(host: HttpHost) {
   })
 
   return app
+}
+
+/**
+ * Starts serving `app`. On Bun through Elysia's listen (routes go to Bun's native router); elsewhere
+ * through the runtime adapter with `options.fetch`.
+ */
+export async function listenApp(app: ReturnType<typeof buildHttpApp>, options: ServeOptions): Promise<Listener> {
+  if (runtimeName() !== 'bun') return serve(options)
+  app.listen({ port: options.port, hostname: options.hostname, maxRequestBodySize: options.maxRequestBodySize })
+  const server = app.server
+  if (!server) throw new Error('the HTTP server did not start')
+  return {
+    port: server.port ?? options.port,
+    hostname: server.hostname ?? options.hostname,
+    stop: async () => {
+      await app.stop(false)
+    },
+  }
 }

@@ -138,7 +138,7 @@ describe('through engine.handle', async () => {
 
 describe('through a real listening server', async () => {
   const t = await startTestEngine(config, root)
-  const { port } = t.engine.listen()
+  const { port } = await t.engine.listen()
   afterAll(() => t.close())
   const base = `http://127.0.0.1:${port}`
 

@@ -1,0 +1,35 @@
+// The runtime adapters (issue "Runs on Deno as well as Bun"): serving and the client's socket
+// address are the only things the engine needs from the runtime; everything else uses web APIs and
+// `node:` modules that Bun and Deno both provide. On Bun the engine serves through Elysia's own
+// listen (core/http.ts), which maps routes onto Bun's native router and measured faster than a
+// generic fetch handler; other runtimes get a fetch handler through the adapter here.
+
+export interface ServeOptions {
+  port: number
+  hostname: string
+  /** The runtime may refuse larger bodies itself; the engine enforces the exact limit anyway. */
+  maxRequestBodySize: number
+  /** The engine's handler, given the TCP peer's address ('' when unknown). */
+  fetch(request: Request, peer: string): Response | Promise<Response>
+}
+
+export interface Listener {
+  readonly port: number
+  readonly hostname: string
+  /** Stops accepting new connections and lets in-flight requests finish. */
+  stop(): Promise<void>
+}
+
+export type RuntimeName = 'bun' | 'deno' | 'node'
+
+export function runtimeName(): RuntimeName {
+  if (typeof (globalThis as { Bun?: unknown }).Bun !== 'undefined') return 'bun'
+  if (typeof (globalThis as { Deno?: unknown }).Deno !== 'undefined') return 'deno'
+  return 'node'
+}
+
+export async function serve(options: ServeOptions): Promise<Listener> {
+  const runtime = runtimeName()
+  if (runtime === 'deno') return (await import('./deno.ts')).serve(options)
+  throw new Error('serving needs Bun or Deno; run with `bun core/cli.ts` or `deno run -A core/cli.ts`')
+}
