@@ -5,4 +5,6 @@ import type { PluginDefinition } from '../core/plugin.ts'
 
 type Loader = () => Promise<{ default: PluginDefinition }>
 
-export const builtinPlugins: Record<string, Loader> = {}
+export const builtinPlugins: Record<string, Loader> = {
+  sessions: () => import('./sessions/index.ts'),
+}

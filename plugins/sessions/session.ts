@@ -1,0 +1,245 @@
+// Session state and its transitions (spec/plausible-dialect.md §9, §5; sessions_v2 in spec/clickhouse-schema.md).
+//
+// Pure functions over one session and one event, with no store in sight, so that an async store
+// (Redis) can wrap the same logic: look up, apply, write back.
+
+import type { AnalyticsEvent, SessionRow } from '../../core/event.ts'
+import { sortedProps } from '../../core/rows.ts'
+
+/**
+ * What a session freezes from its first event. Shared between sessions whose first events agree
+ * (see AttributionPool), so it must never be mutated after creation.
+ */
+export class Attribution {
+  constructor(
+    readonly referrer: string,
+    readonly referrer_source: string,
+    readonly click_id_param: string,
+    readonly utm_medium: string,
+    readonly utm_source: string,
+    readonly utm_campaign: string,
+    readonly utm_content: string,
+    readonly utm_term: string,
+    readonly country_code: string,
+    readonly subdivision1_code: string,
+    readonly subdivision2_code: string,
+    readonly city_geoname_id: number,
+    readonly screen_size: string,
+    readonly operating_system: string,
+    readonly operating_system_version: string,
+    readonly browser: string,
+    readonly browser_version: string,
+    readonly acquisition_channel: string,
+    readonly entry_meta_key: string[],
+    readonly entry_meta_value: string[],
+  ) {}
+}
+
+/**
+ * One live session, kept as small as the rows allow: the frozen attribution is one shared
+ * reference, and `duration` is not stored because it always equals |timestamp − start|.
+ */
+export class Session {
+  constructor(
+    readonly sessionId: bigint,
+    /** The user id the session started with; kept across a salt rotation (§9). */
+    readonly userId: bigint,
+    readonly siteId: number,
+    /** Seconds; the first event's time. */
+    readonly start: number,
+    /** Seconds; the `timestamp` of the last row written, so the next `-1` row repeats it exactly. */
+    public timestamp: number,
+    /** Seconds; the latest event time seen, engagements included: what the timeout counts from. */
+    public lastSeen: number,
+    public pageviews: number,
+    public events: number,
+    public isBounce: 0 | 1,
+    public hostname: string,
+    public entryPage: string,
+    public exitPage: string,
+    public exitPageHostname: string,
+    readonly attribution: Attribution,
+  ) {}
+}
+
+/** Whether a session last seen at `lastSeen` still takes an event at `time` (both in seconds). */
+export function isLive(session: Session, time: number, timeoutSeconds: number): boolean {
+  // An event older than the last one (a late request) is inside the session, hence no abs().
+  return time - session.lastSeen <= timeoutSeconds
+}
+
+const EMPTY: string[] = Object.freeze([]) as unknown as string[]
+
+/** The attribution an event would freeze into a new session. */
+export function attributionOf(event: AnalyticsEvent): Attribution {
+  let keys = EMPTY
+  let values = EMPTY
+  for (const _ in event.props) {
+    ;[keys, values] = sortedProps(event.props)
+    break
+  }
+  return new Attribution(
+    event.referrer,
+    event.referrer_source,
+    event.click_id_param,
+    event.utm_medium,
+    event.utm_source,
+    event.utm_campaign,
+    event.utm_content,
+    event.utm_term,
+    event.country_code,
+    event.subdivision1_code,
+    event.subdivision2_code,
+    event.city_geoname_id,
+    event.screen_size,
+    event.operating_system,
+    event.operating_system_version,
+    event.browser,
+    event.browser_version,
+    event.acquisition_channel,
+    keys,
+    values,
+  )
+}
+
+/**
+ * A new session from its first event (§9): pages only from a pageview, `is_bounce` set unless the
+ * first event is an interactive non-pageview.
+ */
+export function startSession(
+  event: AnalyticsEvent,
+  sessionId: bigint,
+  attribution: Attribution,
+  pages: (s: string) => string,
+): Session {
+  const pageview = event.name === 'pageview'
+  const page = pageview ? pages(event.pathname) : ''
+  const host = pageview ? pages(event.hostname) : ''
+  const t = event.timestamp
+  return new Session(
+    sessionId,
+    event.user_id,
+    event.site_id,
+    t,
+    t,
+    t,
+    pageview ? 1 : 0,
+    1,
+    pageview || !event.interactive ? 1 : 0,
+    host,
+    page,
+    page,
+    host,
+    attribution,
+  )
+}
+
+/** Applies a non-engagement event to a live session (§9 "An update"). */
+export function updateSession(session: Session, event: AnalyticsEvent, pages: (s: string) => string): void {
+  const t = event.timestamp
+  session.events += 1
+  if (event.name === 'pageview') {
+    session.pageviews += 1
+    const page = pages(event.pathname)
+    const host = pages(event.hostname)
+    session.exitPage = page
+    session.exitPageHostname = host
+    if (session.entryPage === '') session.entryPage = page
+    if (session.hostname === '') session.hostname = host
+  } else if (event.interactive) {
+    session.isBounce = 0
+  }
+  if (session.pageviews >= 2) session.isBounce = 0
+  session.timestamp = t
+  if (t > session.lastSeen) session.lastSeen = t
+}
+
+/** Keeps a session alive for an engagement event: no counters, no rows (Plausible `refresh_session_cache`). */
+export function touchSession(session: Session, event: AnalyticsEvent): void {
+  if (event.timestamp > session.lastSeen) session.lastSeen = event.timestamp
+}
+
+/** The session's current state as a sessions_v2 row. */
+export function sessionRow(s: Session, sign: 1 | -1): SessionRow {
+  const a = s.attribution
+  return {
+    session_id: s.sessionId,
+    sign,
+    site_id: s.siteId,
+    user_id: s.userId,
+    hostname: s.hostname,
+    timestamp: s.timestamp,
+    start: s.start,
+    is_bounce: s.isBounce,
+    entry_page: s.entryPage,
+    exit_page: s.exitPage,
+    exit_page_hostname: s.exitPageHostname,
+    pageviews: s.pageviews,
+    events: s.events,
+    duration: Math.abs(s.timestamp - s.start),
+    referrer: a.referrer,
+    referrer_source: a.referrer_source,
+    click_id_param: a.click_id_param,
+    utm_medium: a.utm_medium,
+    utm_source: a.utm_source,
+    utm_campaign: a.utm_campaign,
+    utm_content: a.utm_content,
+    utm_term: a.utm_term,
+    country_code: a.country_code,
+    subdivision1_code: a.subdivision1_code,
+    subdivision2_code: a.subdivision2_code,
+    city_geoname_id: a.city_geoname_id,
+    screen_size: a.screen_size,
+    operating_system: a.operating_system,
+    operating_system_version: a.operating_system_version,
+    browser: a.browser,
+    browser_version: a.browser_version,
+    entry_meta_key: a.entry_meta_key,
+    entry_meta_value: a.entry_meta_value,
+    transferred_from: '',
+    acquisition_channel: a.acquisition_channel,
+  }
+}
+
+/** Puts the session's ids and frozen attribution on the event ("Each stored event carries …", §9). */
+export function putSessionOnEvent(s: Session, event: AnalyticsEvent): void {
+  const a = s.attribution
+  event.session_id = s.sessionId
+  event.user_id = s.userId
+  event.referrer = a.referrer
+  event.referrer_source = a.referrer_source
+  event.click_id_param = a.click_id_param
+  event.utm_medium = a.utm_medium
+  event.utm_source = a.utm_source
+  event.utm_campaign = a.utm_campaign
+  event.utm_content = a.utm_content
+  event.utm_term = a.utm_term
+  event.country_code = a.country_code
+  event.subdivision1_code = a.subdivision1_code
+  event.subdivision2_code = a.subdivision2_code
+  event.city_geoname_id = a.city_geoname_id
+  event.screen_size = a.screen_size
+  event.operating_system = a.operating_system
+  event.operating_system_version = a.operating_system_version
+  event.browser = a.browser
+  event.browser_version = a.browser_version
+  event.acquisition_channel = a.acquisition_channel
+}
+
+/** Random non-zero 64-bit session ids from the system CSPRNG, drawn 256 at a time. */
+export class SessionIds {
+  private readonly pool = new BigUint64Array(256)
+  private next = this.pool.length
+
+  take(): bigint {
+    for (;;) {
+      if (this.next === this.pool.length) {
+        crypto.getRandomValues(this.pool)
+        this.next = 0
+      }
+      const id = this.pool[this.next++]!
+      // 0 means "no session" on an event (AnalyticsEvent.session_id), so it is never handed out.
+      if (id !== 0n) return id
+    }
+  }
+}
