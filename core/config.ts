@@ -55,8 +55,10 @@ export const ShieldsSchema = Type.Object(
   {
     ip: Type.Optional(StringList('Blocked client addresses or CIDR ranges.')),
     country: Type.Optional(StringList('Blocked ISO country codes; ZZ blocks unknown countries.')),
-    page: Type.Optional(StringList('Blocked path patterns (* within a segment, ** across segments).')),
-    hostname: Type.Optional(StringList('Allowed hostname patterns; when set, other hostnames are dropped.')),
+    page: Type.Optional(StringList('Blocked path patterns; * and ** match any characters, as in Plausible.')),
+    hostname: Type.Optional(
+      StringList('Allowed hostname patterns (* matches any characters); when set, other hostnames are dropped.'),
+    ),
   },
   { additionalProperties: false },
 )

@@ -18,11 +18,12 @@ export const STANDARD_PLUGINS = [
   'bots',
   'ip-type',
   'spam-referrers',
+  // First in its stage: Plausible throttles before any other verdict, so events dropped later still count.
+  'rate-limit',
   'shield-ip',
   'shield-country',
   'shield-page',
   'shield-hostname',
-  'rate-limit',
   'referrer',
   'props',
   'sessions',

@@ -104,8 +104,9 @@ export async function createEngine(config: ResolvedConfig, options: EngineOption
   }
 
   const setupIssue = (component: ResolvedComponent<unknown>, error: unknown) => {
-    if (error instanceof ConfigError) issues.push({ path: `${component.path}.${error.path}`, message: error.message })
-    else issues.push({ path: component.path, message: `setup failed: ${(error as Error).message}` })
+    if (error instanceof ConfigError) {
+      issues.push({ path: error.path ? `${component.path}.${error.path}` : component.path, message: error.message })
+    } else issues.push({ path: component.path, message: `setup failed: ${(error as Error).message}` })
   }
 
   for (const component of config.plugins) {

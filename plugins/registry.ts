@@ -6,5 +6,11 @@ import type { PluginDefinition } from '../core/plugin.ts'
 type Loader = () => Promise<{ default: PluginDefinition }>
 
 export const builtinPlugins: Record<string, Loader> = {
+  'spam-referrers': () => import('./spam-referrers/index.ts'),
+  'shield-ip': () => import('./shield-ip/index.ts'),
+  'shield-country': () => import('./shield-country/index.ts'),
+  'shield-page': () => import('./shield-page/index.ts'),
+  'shield-hostname': () => import('./shield-hostname/index.ts'),
+  'rate-limit': () => import('./rate-limit/index.ts'),
   sessions: () => import('./sessions/index.ts'),
 }

@@ -1,0 +1,26 @@
+-- Replays bench/out/corpus.tsv (ip \t ua \t body per line) round-robin, each thread from its own offset.
+local requests = {}
+local index = 1
+
+function init(args)
+  local file = io.open(args[1] or "bench/out/corpus.tsv", "r")
+  for line in file:lines() do
+    local ip, ua, body = line:match("^([^\t]*)\t([^\t]*)\t(.*)$")
+    if ip then
+      requests[#requests + 1] = wrk.format("POST", "/api/event", {
+        ["Content-Type"] = "text/plain",
+        ["User-Agent"] = ua,
+        ["X-Forwarded-For"] = ip,
+      }, body)
+    end
+  end
+  file:close()
+  index = (tonumber(args[2] or "0") * 7919) % #requests + 1
+end
+
+function request()
+  local r = requests[index]
+  index = index + 1
+  if index > #requests then index = 1 end
+  return r
+end

@@ -1,0 +1,262 @@
+// The benchmark (`npm run bench`): the engine beside a bare server of the same runtime, in the same
+// run, alternating, with load from a separate process (Debian's wrk) replaying a fixed-seed corpus.
+// Reports requests/s (median of the rounds), p50/p99 latency at half of each variant's peak, peak RSS,
+// and the ratio engine / bare. Writes bench/results.md.
+//
+//   bun bench/run.ts [--rounds 3] [--seconds 10] [--connections 64] [--only bare,engine]
+
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs'
+import { cpus, totalmem } from 'node:os'
+import { join, resolve } from 'node:path'
+import { corpusLines, generateCorpus } from './corpus.ts'
+
+const root = resolve(import.meta.dir, '..')
+const out = join(root, 'bench/out')
+const bun = process.execPath
+const deno = join(root, 'node_modules/.bin/deno')
+
+function flag(name: string, fallback: string): string {
+  const i = process.argv.indexOf(`--${name}`)
+  return i >= 0 && process.argv[i + 1] ? process.argv[i + 1]! : fallback
+}
+const rounds = Number(flag('rounds', '3'))
+const seconds = Number(flag('seconds', '10'))
+const connections = Number(flag('connections', '64'))
+const only = flag('only', '')
+
+interface Variant {
+  name: string
+  /** The bare server this variant is compared with. */
+  baseline?: string
+  command: (port: number) => string[]
+  ready: 'post' | 'health'
+  available: () => boolean
+  description: string
+}
+
+const variants: Variant[] = [
+  {
+    name: 'bare-bun',
+    command: (port) => [bun, join(root, 'bench/bare.ts'), String(port)],
+    ready: 'post',
+    available: () => true,
+    description: 'Bun.serve: read the body, JSON.parse, 202',
+  },
+  {
+    name: 'engine-bun',
+    baseline: 'bare-bun',
+    command: (port) => [
+      bun,
+      join(root, 'core/cli.ts'),
+      'serve',
+      '--config',
+      join(root, 'bench/cases/engine-stdout.yaml'),
+      '--port',
+      String(port),
+    ],
+    ready: 'health',
+    available: () => true,
+    description: 'engine on Bun, full pipeline, stdout sink to /dev/null',
+  },
+  {
+    name: 'bare-deno',
+    command: (port) => [deno, 'run', '-A', join(root, 'bench/bare-deno.ts'), String(port)],
+    ready: 'post',
+    available: () => existsSync(deno),
+    description: 'Deno.serve: read the body, JSON.parse, 202',
+  },
+  {
+    name: 'engine-deno',
+    baseline: 'bare-deno',
+    command: (port) => [
+      deno,
+      'run',
+      '-A',
+      join(root, 'core/cli.ts'),
+      'serve',
+      '--config',
+      join(root, 'bench/cases/engine-stdout.yaml'),
+      '--port',
+      String(port),
+    ],
+    ready: 'health',
+    available: () => existsSync(deno),
+    description: 'engine on Deno, full pipeline, stdout sink to /dev/null',
+  },
+]
+
+interface WrkResult {
+  rps: number
+  p50: number
+  p99: number
+  non2xx: number
+}
+
+function parseDuration(text: string): number {
+  const m = /([\d.]+)(us|ms|s)/.exec(text)
+  if (!m) return Number.NaN
+  const v = Number(m[1])
+  return m[2] === 'us' ? v / 1000 : m[2] === 's' ? v * 1000 : v
+}
+
+async function wrk(port: number, script: string, args: string[], duration: number, conns: number): Promise<WrkResult> {
+  const proc = Bun.spawn(
+    [
+      'wrk',
+      '-t1',
+      `-c${conns}`,
+      `-d${duration}s`,
+      '--latency',
+      '-s',
+      script,
+      `http://127.0.0.1:${port}/api/event`,
+      '--',
+      ...args,
+    ],
+    { cwd: root, stdout: 'pipe', stderr: 'pipe' },
+  )
+  const text = await new Response(proc.stdout).text()
+  await proc.exited
+  const rps = Number(/Requests\/sec:\s+([\d.]+)/.exec(text)?.[1] ?? 0)
+  const p50 = parseDuration(/\s50%\s+(\S+)/.exec(text)?.[1] ?? '')
+  const p99 = parseDuration(/\s99%\s+(\S+)/.exec(text)?.[1] ?? '')
+  const non2xx = Number(/Non-2xx or 3xx responses: (\d+)/.exec(text)?.[1] ?? 0)
+  return { rps, p50, p99, non2xx }
+}
+
+async function waitReady(port: number, how: 'post' | 'health', proc: Bun.Subprocess): Promise<void> {
+  const deadline = Date.now() + 20_000
+  while (Date.now() < deadline) {
+    if (proc.exitCode !== null) throw new Error(`server exited with ${proc.exitCode}`)
+    try {
+      const res =
+        how === 'health'
+          ? await fetch(`http://127.0.0.1:${port}/health`)
+          : await fetch(`http://127.0.0.1:${port}/api/event`, { method: 'POST', body: '{}' })
+      if (res.status < 500) return
+    } catch {
+      // not up yet
+    }
+    await Bun.sleep(100)
+  }
+  throw new Error('server did not become ready')
+}
+
+function peakRss(pid: number): number {
+  try {
+    const status = readFileSync(`/proc/${pid}/status`, 'utf8')
+    return Number(/VmHWM:\s+(\d+) kB/.exec(status)?.[1] ?? 0) / 1024
+  } catch {
+    return 0
+  }
+}
+
+async function runOnce(
+  variant: Variant,
+  port: number,
+  load: (port: number) => Promise<WrkResult>,
+): Promise<WrkResult & { rssMb: number }> {
+  const proc = Bun.spawn(variant.command(port), { cwd: root, stdout: 'ignore', stderr: 'ignore' })
+  try {
+    await waitReady(port, variant.ready, proc)
+    await wrk(port, join(root, 'bench/replay.lua'), [join(out, 'corpus.tsv'), '1'], 2, connections)
+    const result = await load(port)
+    return { ...result, rssMb: peakRss(proc.pid) }
+  } finally {
+    proc.kill('SIGTERM')
+    await Promise.race([proc.exited, Bun.sleep(15_000)])
+    if (proc.exitCode === null) proc.kill('SIGKILL')
+  }
+}
+
+const median = (xs: number[]) => {
+  const s = [...xs].sort((a, b) => a - b)
+  return s.length ? s[Math.floor((s.length - 1) / 2)]! : Number.NaN
+}
+
+function machine(): string {
+  const cpu = cpus()[0]?.model ?? 'unknown CPU'
+  let kernel = ''
+  try {
+    kernel = readFileSync('/proc/sys/kernel/osrelease', 'utf8').trim()
+  } catch {}
+  return `${cpus().length} × ${cpu}, ${(totalmem() / 2 ** 30).toFixed(0)} GiB, Linux ${kernel}, Bun ${Bun.version}`
+}
+
+async function main() {
+  if (Bun.spawnSync(['sh', '-c', 'command -v wrk']).exitCode !== 0) {
+    console.error('wrk is not installed (apt-get install -y wrk); the benchmark needs it as its load generator.')
+    process.exit(2)
+  }
+  mkdirSync(out, { recursive: true })
+  writeFileSync(join(out, 'corpus.tsv'), corpusLines(generateCorpus()))
+  const chosen = variants.filter((v) => v.available() && (!only || only.split(',').includes(v.name)))
+  const peaks = new Map<string, (WrkResult & { rssMb: number })[]>()
+  let port = 18100
+  for (let round = 1; round <= rounds; round++) {
+    for (const v of chosen) {
+      const r = await runOnce(v, port++, (p) =>
+        wrk(p, join(root, 'bench/replay.lua'), [join(out, 'corpus.tsv'), String(round)], seconds, connections),
+      )
+      console.error(
+        `round ${round} ${v.name}: ${r.rps.toFixed(0)} req/s, p99 ${r.p99.toFixed(2)} ms, non-2xx ${r.non2xx}, RSS ${r.rssMb.toFixed(0)} MB`,
+      )
+      peaks.set(v.name, [...(peaks.get(v.name) ?? []), r])
+    }
+  }
+  // Latency at a fixed offered load: half of the variant's median peak, paced by wrk's delay().
+  const fixed = new Map<string, WrkResult & { rssMb: number; rate: number }>()
+  for (const v of chosen) {
+    const rate = Math.floor(median(peaks.get(v.name)!.map((r) => r.rps)) / 2)
+    const delayMs = 10
+    const conns = Math.max(1, Math.round((rate * delayMs) / 1000))
+    const r = await runOnce(v, port++, (p) =>
+      wrk(p, join(root, 'bench/replay-rate.lua'), [join(out, 'corpus.tsv'), '9', String(delayMs)], seconds, conns),
+    )
+    fixed.set(v.name, { ...r, rate })
+    console.error(
+      `fixed load ${v.name}: offered ~${rate}/s, got ${r.rps.toFixed(0)}/s, p50 ${r.p50.toFixed(2)} ms, p99 ${r.p99.toFixed(2)} ms`,
+    )
+  }
+
+  const rows = chosen.map((v) => {
+    const runs = peaks.get(v.name)!
+    const rps = median(runs.map((r) => r.rps))
+    const base = v.baseline ? median((peaks.get(v.baseline) ?? []).map((r) => r.rps)) : Number.NaN
+    const f = fixed.get(v.name)!
+    return {
+      variant: v.name,
+      rps: rps.toFixed(0),
+      ratio: v.baseline && base ? `${(rps / base).toFixed(2)}×` : '1.00× (baseline)',
+      fixed: `${f.rate}/s`,
+      p50: f.p50.toFixed(2),
+      p99: f.p99.toFixed(2),
+      rss: Math.max(...runs.map((r) => r.rssMb), f.rssMb).toFixed(0),
+      what: v.description,
+    }
+  })
+  const table = [
+    '| variant | req/s (median) | vs bare | offered load | p50 ms | p99 ms | peak RSS MB | what |',
+    '|---|---|---|---|---|---|---|---|',
+    ...rows.map(
+      (r) => `| ${r.variant} | ${r.rps} | ${r.ratio} | ${r.fixed} | ${r.p50} | ${r.p99} | ${r.rss} | ${r.what} |`,
+    ),
+  ].join('\n')
+  const report = `# Benchmark results
+
+Run on ${new Date().toISOString().slice(0, 10)}: ${machine()}. Load: wrk 1 thread, ${connections} connections,
+${seconds} s per run after a 2 s warm-up, ${rounds} rounds alternating the variants; the corpus is
+bench/corpus.ts with seed 42 (200,000 requests: ~2,000 user agents, ~100,000 client IPs, 5 sites,
+page views, custom events with props, engagement, ~5% bots and spam). wrk and the server share the
+machine's cores, so absolute numbers are low and noisy: compare the ratios. Latency is measured at a
+fixed offered load of half the variant's own median peak.
+
+${table}
+
+Reproduce: \`npm run bench\` (needs \`wrk\`: \`apt-get install -y wrk\`).
+`
+  writeFileSync(join(root, 'bench/results.md'), report)
+  console.log(table)
+}
+
+await main()

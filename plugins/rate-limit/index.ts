@@ -1,0 +1,133 @@
+// Implements spec/plausible-dialect.md §7 (`throttle`: a site over its ingest rate limit) and the
+// per-client-IP limit of spec/lynkow-dialect.md "Rate limit" (`ip_throttle`).
+//
+// The clock is the event's `receivedAt`, so a request's events share one instant and tests set
+// time through the event. Only accepted events are counted: an event this plugin or an earlier one
+// drops spends no budget, which in fixed mode gives the same verdicts as Plausible's Hammer buckets.
+
+import { type Static, Type } from '@sinclair/typebox'
+import { ConfigError, definePlugin } from '../../core/plugin.ts'
+import type { Site } from '../../core/sites.ts'
+import { WindowCounter } from './window-counter.ts'
+
+// Sites derived under `sites: any` are unbounded in number; their counters are capped like IPs'.
+const MAX_TRACKED_SITES = 10_000
+
+/** A limit; `events` is required where no default is given (a per-domain override must name it). */
+const Limit = (description: string, events: string, eventsDefault?: number) =>
+  Type.Object(
+    {
+      events: Type.Integer({
+        minimum: 0,
+        ...(eventsDefault === undefined ? {} : { default: eventsDefault }),
+        description: `${events} 0 turns the limit off.`,
+      }),
+      windowSeconds: Type.Integer({ minimum: 1, default: 60, description: 'Length of the window in seconds.' }),
+    },
+    { additionalProperties: false, default: {}, description },
+  )
+
+type LimitOptions = Static<ReturnType<typeof Limit>>
+
+interface ResolvedLimit {
+  events: number
+  windowMs: number
+}
+
+const toLimit = (limit: LimitOptions): ResolvedLimit => ({ events: limit.events, windowMs: limit.windowSeconds * 1000 })
+
+export default definePlugin({
+  name: 'rate-limit',
+  stage: 'shield',
+  summary: 'Drops events beyond a per-site or per-client-IP rate, over fixed or sliding windows.',
+  drops: {
+    throttle: "the site has accepted its limit of events in the current window (Plausible's name)",
+    ip_throttle: 'the client IP has sent its limit of events in the current window',
+  },
+  options: Type.Object(
+    {
+      mode: Type.Union([Type.Literal('fixed'), Type.Literal('sliding')], {
+        default: 'fixed',
+        description:
+          'fixed: counters reset at each window boundary (as Plausible does); sliding: the previous ' +
+          "window's count, weighted by its overlap with the last window length, also counts.",
+      }),
+      perSite: Limit(
+        'The limit every site gets unless `sites` names it.',
+        'Events accepted per window for each site.',
+        0,
+      ),
+      sites: Type.Record(
+        Type.String({ minLength: 1 }),
+        Limit('The limit of this site.', 'Events accepted per window for this site.'),
+        {
+          default: {},
+          description: 'Per-domain limits replacing perSite for that site (any of its domains may be named).',
+          examples: [{ 'example.com': { events: 6000, windowSeconds: 60 } }],
+        },
+      ),
+      perIp: Limit(
+        'The limit of each client IP.',
+        'Events accepted per window from each client IP (Lynkow: about 1,200 a minute).',
+        1200,
+      ),
+      maxTrackedIps: Type.Integer({
+        minimum: 1,
+        default: 100_000,
+        description:
+          'Most client IPs counted at once. Beyond it the longest-quiet IPs are forgotten (their counts restart), ' +
+          'so a flood of distinct addresses cannot exhaust memory.',
+      }),
+    },
+    { additionalProperties: false },
+  ),
+  setup(options, engine) {
+    const overrides = new Map<string, ResolvedLimit>()
+    for (const [domain, limit] of Object.entries(options.sites)) {
+      if (!engine.sites.any && !engine.sites.byDomain(domain)) {
+        throw new ConfigError(`sites[${JSON.stringify(domain)}]`, `no configured site has the domain ${domain}`)
+      }
+      overrides.set(domain, toLimit(limit))
+    }
+    const perSite = toLimit(options.perSite)
+    const perIp = toLimit(options.perIp)
+    const limits = new WeakMap<Site, ResolvedLimit>()
+    const limitFor = (site: Site): ResolvedLimit => {
+      let limit = limits.get(site)
+      if (!limit) {
+        limit = perSite
+        for (const domain of site.domains ?? [site.domain]) {
+          const override = overrides.get(domain)
+          if (override) {
+            limit = override
+            break
+          }
+        }
+        limits.set(site, limit)
+      }
+      return limit
+    }
+    for (const site of engine.sites.list()) limitFor(site)
+
+    const siteCounts = new WindowCounter<number>(options.mode, MAX_TRACKED_SITES)
+    const ipCounts = new WindowCounter<string>(options.mode, options.maxTrackedIps)
+    return {
+      run(event, ctx) {
+        const now = event.receivedAt > 0 ? event.receivedAt : Date.now()
+        const site = event.site
+        const siteLimit = site ? limitFor(site) : undefined
+        const checkSite = siteLimit !== undefined && siteLimit.events > 0
+        const ip = event.clientIp || event.peerIp
+        const checkIp = perIp.events > 0 && ip !== ''
+        // Both verdicts before counting either, so an event that one limit drops costs the other nothing.
+        if (checkSite && !siteCounts.allows(site!.id, siteLimit.events, siteLimit.windowMs, now)) {
+          return ctx.drop('throttle')
+        }
+        if (checkIp && !ipCounts.allows(ip, perIp.events, perIp.windowMs, now)) return ctx.drop('ip_throttle')
+        if (checkSite) siteCounts.take(site!.id, siteLimit.windowMs, now)
+        if (checkIp) ipCounts.take(ip, perIp.windowMs, now)
+        return undefined
+      },
+    }
+  },
+})
