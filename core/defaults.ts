@@ -26,6 +26,8 @@ export const STANDARD_PLUGINS = [
   'shield-hostname',
   'referrer',
   'props',
+  // After referrer (the stored referrer is redacted) and before sessions (session rows inherit it).
+  'redact',
   'sessions',
 ]
 

@@ -12,5 +12,6 @@ export const builtinPlugins: Record<string, Loader> = {
   'shield-page': () => import('./shield-page/index.ts'),
   'shield-hostname': () => import('./shield-hostname/index.ts'),
   'rate-limit': () => import('./rate-limit/index.ts'),
+  redact: () => import('./redact/index.ts'),
   sessions: () => import('./sessions/index.ts'),
 }
