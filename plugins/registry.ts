@@ -12,6 +12,7 @@ export const builtinPlugins: Record<string, Loader> = {
   'shield-page': () => import('./shield-page/index.ts'),
   'shield-hostname': () => import('./shield-hostname/index.ts'),
   'rate-limit': () => import('./rate-limit/index.ts'),
+  referrer: () => import('./referrer/index.ts'),
   redact: () => import('./redact/index.ts'),
   sessions: () => import('./sessions/index.ts'),
 }

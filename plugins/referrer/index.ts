@@ -1,0 +1,136 @@
+// The `referrer` plugin: referrer, source, UTM tags, click id and channel (spec/plausible-dialect.md §8).
+//
+// Follows Plausible's `put_source_info` and `maybe_infer_medium` steps and its acquisition rules, on the
+// event's own values; the sessions plugin later replaces them with the session's frozen attribution.
+
+import { Type } from '@sinclair/typebox'
+import { definePlugin } from '../../core/plugin.ts'
+import { acquisitionChannel } from './channel.ts'
+import { readTrackingParams, TrackingParams } from './query.ts'
+import { loadSourceTables, SourceResolver } from './sources.ts'
+import { type SplitUri, splitUri } from './url.ts'
+
+const CategoryName = Type.Union(
+  [
+    Type.Literal('search'),
+    Type.Literal('social'),
+    Type.Literal('video'),
+    Type.Literal('shopping'),
+    Type.Literal('email'),
+    Type.Literal('ai'),
+  ],
+  { description: 'A source category used by the channel rules (`ai` = AI Assistants).' },
+)
+
+export default definePlugin({
+  name: 'referrer',
+  stage: 'enrich',
+  summary:
+    'Fills referrer, referrer_source, the UTM tags, click_id_param and acquisition_channel from the page query and the referrer.',
+  drops: {},
+  options: Type.Object(
+    {
+      customSources: Type.Record(Type.String(), Type.String(), {
+        default: {},
+        description:
+          'Extra source names, keyed by exact referrer host (without `www.`) or by tag value, matched case-insensitively; they override the shipped tables.',
+        examples: [{ 'news.example.com': 'Example News', exnews: 'Example News' }],
+      }),
+      sourceCategories: Type.Record(Type.String(), CategoryName, {
+        default: {},
+        description:
+          'Extra source categories for the channel rules, keyed by source name (case-insensitive); they override the shipped list.',
+        examples: [{ 'example news': 'social' }],
+      }),
+      cacheSize: Type.Integer({
+        minimum: 0,
+        default: 10_000,
+        description:
+          'Referrer hosts whose resolved source is kept in memory (oldest dropped first); 0 disables the cache.',
+      }),
+    },
+    { additionalProperties: false },
+  ),
+  setup(options) {
+    const tables = loadSourceTables({
+      customSources: options.customSources,
+      sourceCategories: options.sourceCategories,
+    })
+    const resolver = new SourceResolver(tables, options.cacheSize)
+    // Scratch objects reused by every event: `run` is synchronous, so no two events share them at once.
+    const params = new TrackingParams()
+    const uri: SplitUri = { scheme: '', host: '', path: '' }
+
+    return {
+      run(event) {
+        readTrackingParams(event.query, params)
+        const tagged = params.utmSource ?? params.source ?? params.ref
+
+        let external = false
+        if (event.referrerUrl !== '') {
+          splitUri(event.referrerUrl, uri)
+          external = isExternalReferrer(uri, event.hostname)
+        }
+        const androidApp = external && uri.scheme === 'android-app'
+        event.referrer = external ? formatReferrer(uri, androidApp) : ''
+
+        // A tag present in the query wins over the referrer, even when empty.
+        let source = ''
+        if (tagged !== undefined) source = resolver.tagged(tagged)
+        else if (external) source = resolver.fromReferrer(androidApp, uri.host, uri.path)
+        event.referrer_source = source
+
+        const clickId = params.clickIdParam()
+        // Upstream's maybe_infer_medium: only an absent utm_medium (not an empty one) is inferred, and the
+        // inferred value is stored, not just used for the channel.
+        let medium = params.utmMedium
+        if (medium === undefined) {
+          if (source === 'Google' && clickId === 'gclid') medium = '(gclid)'
+          else if (source === 'Bing' && clickId === 'msclkid') medium = '(msclkid)'
+        }
+        event.utm_source = tagged ?? ''
+        event.utm_medium = medium ?? ''
+        event.utm_campaign = params.utmCampaign ?? ''
+        event.utm_content = params.utmContent ?? ''
+        event.utm_term = params.utmTerm ?? ''
+        event.click_id_param = clickId
+
+        const sourceLower = source.toLowerCase()
+        const utmSourceLower = event.utm_source.toLowerCase()
+        event.acquisition_channel = acquisitionChannel({
+          source: sourceLower,
+          category: tables.categories.get(sourceLower),
+          utmMedium: event.utm_medium.toLowerCase(),
+          utmCampaign: event.utm_campaign.toLowerCase(),
+          utmSource: utmSourceLower,
+          paidTag: tables.paidSources.has(utmSourceLower),
+          clickIdParam: clickId,
+        })
+        return undefined
+      },
+    }
+  },
+})
+
+/**
+ * A referrer counts when its scheme is http, https or android-app, it has a host other than
+ * `localhost`, and that host differs from the page host once one `www.` is removed from each
+ * (a subdomain of the page host is external).
+ */
+function isExternalReferrer(uri: SplitUri, pageHost: string): boolean {
+  const { scheme, host } = uri
+  if (scheme !== 'http' && scheme !== 'https' && scheme !== 'android-app') return false
+  if (host === '' || host === 'localhost') return false
+  if (pageHost === '(none)') return true
+  const h = host.trim()
+  return h.startsWith('www.') ? h.length - 4 !== pageHost.length || !h.endsWith(pageHost) : h !== pageHost
+}
+
+/** Host without one `www.` (with `android-app://` kept) + path without trailing slashes. */
+function formatReferrer(uri: SplitUri, androidApp: boolean): string {
+  const host = uri.host.startsWith('www.') ? uri.host.slice(4) : uri.host
+  let end = uri.path.length
+  while (end > 0 && uri.path.charCodeAt(end - 1) === 47) end--
+  const path = end === uri.path.length ? uri.path : uri.path.slice(0, end)
+  return (androidApp ? 'android-app://' : '') + host + path
+}
