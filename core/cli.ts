@@ -210,6 +210,24 @@ export async function main(argv: string[]): Promise<number> {
     }
     process.on('SIGTERM', () => onSignal('SIGTERM'))
     process.on('SIGINT', () => onSignal('SIGINT'))
+    // SIGHUP: reload sites, shields and plugins' files; a bad new config is refused and the old one stays.
+    let reloading = Promise.resolve()
+    process.on('SIGHUP', () => {
+      reloading = reloading.then(async () => {
+        try {
+          const next = await loadConfig(args.load)
+          const ignored = await engine.reload(next)
+          engine.logger.info('Config reloaded.', { sites: next.sites === 'any' ? 'any' : next.sites.length })
+          if (ignored.length) engine.logger.warn('Some changes need a restart and were not applied.', { ignored })
+        } catch (error) {
+          const issues = error instanceof ConfigErrors ? error.issues.map((i) => `${i.path}: ${i.message}`) : undefined
+          engine.logger.error('Config reload refused; the running config stays.', {
+            error: issues ? undefined : (error as Error).message,
+            issues,
+          })
+        }
+      })
+    })
   })
 }
 

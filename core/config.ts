@@ -40,6 +40,21 @@ export const ServerSchema = Type.Object(
         description: 'Largest request body in bytes, after decompression; larger ones get 413.',
       }),
     ),
+    bodyTimeoutMs: Type.Optional(
+      Type.Integer({
+        minimum: 100,
+        default: 10000,
+        description: 'A body still arriving after this many milliseconds gets 408 (slow clients).',
+      }),
+    ),
+    idleTimeoutSeconds: Type.Optional(
+      Type.Integer({
+        minimum: 1,
+        maximum: 255,
+        default: 10,
+        description: 'Connections idle this long are closed (Bun; headers that trickle in count as idle).',
+      }),
+    ),
     shutdownTimeoutMs: Type.Optional(
       Type.Integer({
         minimum: 0,

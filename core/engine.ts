@@ -57,6 +57,11 @@ export interface Engine {
   health(): { status: number; body: unknown }
   /** Runs each sink's `migrate`; failures are reported, not thrown (a sink whose server is down spools). */
   migrate(): Promise<string[]>
+  /**
+   * Applies a reloaded config (SIGHUP): sites and shields are swapped at once and plugins re-read
+   * their files. Returns what could not change without a restart (plugins, sinks, server settings).
+   */
+  reload(next: ResolvedConfig): Promise<string[]>
   /** Stops accepting, drains, closes plugins, flushes and closes sinks. Safe to call twice. */
   shutdown(): Promise<void>
 }
@@ -228,6 +233,7 @@ export async function createEngine(config: ResolvedConfig, options: EngineOption
     metrics,
     logger,
     bodyLimit: config.server.bodyLimit,
+    bodyTimeoutMs: config.server.bodyTimeoutMs,
     health,
     peerOf: (request) => handedPeers.get(request),
     requestStarted: () => {
@@ -300,6 +306,7 @@ export async function createEngine(config: ResolvedConfig, options: EngineOption
         hostname: config.server.host,
         // The runtime refuses larger bodies itself where it can; readBody enforces the exact limit.
         maxRequestBodySize: config.server.bodyLimit + 1,
+        idleTimeoutSeconds: config.server.idleTimeoutSeconds,
         fetch: (request, peer) => {
           handedPeers.set(request, peer)
           return app.handle(request)
@@ -324,6 +331,33 @@ export async function createEngine(config: ResolvedConfig, options: EngineOption
         }
       }
       return lines
+    },
+    async reload(next) {
+      const ignored: string[] = []
+      const shape = (c: ResolvedConfig) =>
+        JSON.stringify({
+          plugins: c.plugins.map((p) => [p.name, p.options]),
+          sinks: c.sinks.map((s) => [s.name, s.options]),
+        })
+      if (shape(next) !== shape(config)) ignored.push('plugins and sinks (their list or options changed)')
+      if (JSON.stringify(next.server) !== JSON.stringify(config.server)) ignored.push('server settings')
+      sites.replace(next.sites)
+      for (const label of [...sites.list().map((s) => s.label), 'other']) {
+        for (const p of plugins)
+          for (const reason of Object.keys(p.definition.drops ?? {})) metrics.declareDrop(reason, label)
+        metrics.declareDrop(PLUGIN_ERROR, label)
+      }
+      for (const p of plugins) {
+        try {
+          await p.instance.reload?.()
+        } catch (error) {
+          logger.error('A plugin failed to reload; it keeps what it had.', {
+            plugin: p.name,
+            error: (error as Error).message,
+          })
+        }
+      }
+      return ignored
     },
     shutdown() {
       shutdownPromise ??= shutdown()

@@ -16,6 +16,7 @@ export interface HttpHost {
   readonly metrics: Metrics
   readonly logger: Logger
   readonly bodyLimit: number
+  readonly bodyTimeoutMs: number
   health(): { status: number; body: unknown }
   /** Peer address for requests handed in without a socket (engine.handle in tests). */
   peerOf(request: Request): string | undefined
@@ -39,6 +40,25 @@ function tooLarge(limit: number): Response {
   })
 }
 
+function timedOut(): Response {
+  return new Response('request body did not arrive in time', {
+    status: 408,
+    headers: { 'content-type': 'text/plain; charset=utf-8', 'access-control-allow-origin': '*', connection: 'close' },
+  })
+}
+
+const TIMEOUT = Symbol('timeout')
+
+/** Resolves to TIMEOUT after `ms` unless `work` settles first; the timer never keeps the process up. */
+function deadline<T>(work: Promise<T>, ms: number): Promise<T | typeof TIMEOUT> {
+  let timer: ReturnType<typeof setTimeout> | undefined
+  const expiry = new Promise<typeof TIMEOUT>((done) => {
+    timer = setTimeout(() => done(TIMEOUT), ms)
+    ;(timer as { unref?: () => void }).unref?.()
+  })
+  return Promise.race([work, expiry]).finally(() => clearTimeout(timer))
+}
+
 function unsupportedEncoding(): Response {
   return new Response('unsupported content-encoding (use gzip, deflate or none)', {
     status: 415,
@@ -59,20 +79,23 @@ type BodyResult = { ok: true; text: string } | { ok: false; response: Response }
  * Reads at most `limit` bytes of the body (the declared length is checked first, so an oversized
  * body is refused without reading it), then decompresses within the same limit.
  */
-export async function readBody(request: Request, limit: number): Promise<BodyResult> {
+export async function readBody(request: Request, limit: number, timeoutMs = 10_000): Promise<BodyResult> {
   const declared = request.headers.get('content-length')
   if (declared !== null && Number(declared) > limit) return { ok: false, response: tooLarge(limit) }
   if (request.body === null) return { ok: true, text: '' }
   let bytes: Uint8Array
   try {
-    if (declared !== null) {
-      bytes = new Uint8Array(await request.arrayBuffer())
-      if (bytes.byteLength > limit) return { ok: false, response: tooLarge(limit) }
-    } else {
-      const read = await readCapped(request.body, limit)
-      if (!read) return { ok: false, response: tooLarge(limit) }
-      bytes = read
+    // A client that trickles its body is cut off at the deadline instead of holding a request open.
+    const read = await deadline(
+      declared !== null ? request.arrayBuffer().then((b) => new Uint8Array(b)) : readCapped(request.body, limit),
+      timeoutMs,
+    )
+    if (read === TIMEOUT) {
+      request.body?.cancel().catch(() => {})
+      return { ok: false, response: timedOut() }
     }
+    if (!read || read.byteLength > limit) return { ok: false, response: tooLarge(limit) }
+    bytes = read
   } catch {
     return { ok: false, response: badBody() }
   }
@@ -141,7 +164,7 @@ export function buildHttpApp(host: HttpHost) {
       host.requestStarted()
       try {
         const receivedAt = Date.now()
-        const body = await readBody(request, host.bodyLimit)
+        const body = await readBody(request, host.bodyLimit, host.bodyTimeoutMs)
         if (!body.ok) {
           host.metrics.request(label, body.response.status)
           return body.response
@@ -216,9 +239,17 @@ export function buildHttpApp(host: HttpHost) {
  * Starts serving `app`. On Bun through Elysia's listen (routes go to Bun's native router); elsewhere
  * through the runtime adapter with `options.fetch`.
  */
-export async function listenApp(app: ReturnType<typeof buildHttpApp>, options: ServeOptions): Promise<Listener> {
+export async function listenApp(
+  app: ReturnType<typeof buildHttpApp>,
+  options: ServeOptions & { idleTimeoutSeconds: number },
+): Promise<Listener> {
   if (runtimeName() !== 'bun') return serve(options)
-  app.listen({ port: options.port, hostname: options.hostname, maxRequestBodySize: options.maxRequestBodySize })
+  app.listen({
+    port: options.port,
+    hostname: options.hostname,
+    maxRequestBodySize: options.maxRequestBodySize,
+    idleTimeout: options.idleTimeoutSeconds,
+  })
   const server = app.server
   if (!server) throw new Error('the HTTP server did not start')
   return {

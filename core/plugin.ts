@@ -69,6 +69,11 @@ export interface PluginInstance {
   routes?: Route[]
   /** Released on shutdown, in reverse order of setup. */
   close?(): void | Promise<void>
+  /**
+   * Config reload (SIGHUP): re-read what the plugin loaded from files (lists, databases). Sites and
+   * their shields are swapped by the core; a plugin's own options change only with a restart.
+   */
+  reload?(): void | Promise<void>
 }
 
 /** Services the engine hands every plugin's and sink's `setup`. */
@@ -93,6 +98,10 @@ export interface ServerSettings {
   trustedProxies: string[]
   /** Bytes. */
   bodyLimit: number
+  /** A request whose body has not fully arrived after this many milliseconds gets 408. */
+  bodyTimeoutMs: number
+  /** Connections idle this long are closed (slow or stalled clients). */
+  idleTimeoutSeconds: number
 }
 
 export interface PluginDefinition<S extends TSchema = TSchema> {

@@ -46,6 +46,11 @@ export interface SiteConfig {
 export interface SiteTable {
   /** Whether unknown domains are accepted (`sites: any`). */
   readonly any: boolean
+  /**
+   * Swaps in a new site list at once (config reload on SIGHUP). Lookups after the call see only the
+   * new sites; plugins that cache per Site object recompile for the new objects.
+   */
+  replace(config: SiteConfig[] | 'any'): void
   byDomain(domain: string): Site | undefined
   /** By the id as written in a URL path (decimal). */
   byId(id: string): Site | undefined
@@ -66,6 +71,21 @@ export function derivedSiteId(domain: string): number {
 }
 
 export function createSiteTable(config: SiteConfig[] | 'any'): SiteTable {
+  let state = buildState(config)
+  return {
+    get any() {
+      return state.any
+    },
+    byDomain: (domain) => state.byDomain.get(domain) ?? (state.any && domain !== '' ? state.derive(domain) : undefined),
+    byId: (id) => state.byId.get(id) ?? (state.any && id !== '' ? state.derive(id) : undefined),
+    list: () => state.sites,
+    replace(next) {
+      state = buildState(next)
+    },
+  }
+}
+
+function buildState(config: SiteConfig[] | 'any') {
   const byDomain = new Map<string, Site>()
   const byId = new Map<string, Site>()
   const sites: Site[] = []
@@ -114,10 +134,5 @@ export function createSiteTable(config: SiteConfig[] | 'any'): SiteTable {
     derived.set(domain, site)
     return site
   }
-  return {
-    any,
-    byDomain: (domain) => byDomain.get(domain) ?? (any && domain !== '' ? derive(domain) : undefined),
-    byId: (id) => byId.get(id) ?? (any && id !== '' ? derive(id) : undefined),
-    list: () => sites,
-  }
+  return { any, byDomain, byId, sites, derive }
 }

@@ -31,6 +31,8 @@ export function testServices(options: TestEngineOptions = {}): EngineServices & 
       host: '127.0.0.1',
       trustedProxies: ['loopback', 'private'],
       bodyLimit: 65536,
+      bodyTimeoutMs: 10000,
+      idleTimeoutSeconds: 10,
       ...options.server,
     },
     logger: silentLogger,

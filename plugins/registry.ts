@@ -6,6 +6,7 @@ import type { PluginDefinition } from '../core/plugin.ts'
 type Loader = () => Promise<{ default: PluginDefinition }>
 
 export const builtinPlugins: Record<string, Loader> = {
+  lynkow: () => import('./lynkow/index.ts'),
   'spam-referrers': () => import('./spam-referrers/index.ts'),
   'shield-ip': () => import('./shield-ip/index.ts'),
   'shield-country': () => import('./shield-country/index.ts'),

@@ -399,3 +399,27 @@ describe('robustness', () => {
     expect(fromReferrer('https://www.google.com ').referrer_source).toBe('google.com')
   })
 })
+
+test('UTM values a dialect set from its body win over the page query', async () => {
+  const { event } = await runPlugin(
+    plugin,
+    {},
+    {
+      url: 'https://example.com/?utm_source=q&utm_medium=qm&utm_campaign=qc',
+      query: 'utm_source=q&utm_medium=qm&utm_campaign=qc&utm_term=qt',
+      hostname: 'example.com',
+      utm_source: 'body',
+      utm_medium: 'email',
+      utm_content: 'bc',
+    },
+  )
+  expect([event.utm_source, event.utm_medium, event.utm_campaign, event.utm_content, event.utm_term]).toEqual([
+    'body',
+    'email',
+    'qc',
+    'bc',
+    'qt',
+  ])
+  expect(event.referrer_source).toBe('body')
+  expect(event.acquisition_channel).toBe('Email')
+})

@@ -64,7 +64,10 @@ export default definePlugin({
     return {
       run(event) {
         readTrackingParams(event.query, params)
-        const tagged = params.utmSource ?? params.source ?? params.ref
+        // A dialect may send UTM values in its body (Lynkow): a non-empty one set before us wins over
+        // the page query.
+        const tagged = event.utm_source !== '' ? event.utm_source : (params.utmSource ?? params.source ?? params.ref)
+        const presetMedium = event.utm_medium !== '' ? event.utm_medium : undefined
 
         let external = false
         if (event.referrerUrl !== '') {
@@ -83,16 +86,16 @@ export default definePlugin({
         const clickId = params.clickIdParam()
         // Upstream's maybe_infer_medium: only an absent utm_medium (not an empty one) is inferred, and the
         // inferred value is stored, not just used for the channel.
-        let medium = params.utmMedium
+        let medium = presetMedium ?? params.utmMedium
         if (medium === undefined) {
           if (source === 'Google' && clickId === 'gclid') medium = '(gclid)'
           else if (source === 'Bing' && clickId === 'msclkid') medium = '(msclkid)'
         }
         event.utm_source = tagged ?? ''
         event.utm_medium = medium ?? ''
-        event.utm_campaign = params.utmCampaign ?? ''
-        event.utm_content = params.utmContent ?? ''
-        event.utm_term = params.utmTerm ?? ''
+        if (event.utm_campaign === '') event.utm_campaign = params.utmCampaign ?? ''
+        if (event.utm_content === '') event.utm_content = params.utmContent ?? ''
+        if (event.utm_term === '') event.utm_term = params.utmTerm ?? ''
         event.click_id_param = clickId
 
         const sourceLower = source.toLowerCase()

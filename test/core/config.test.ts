@@ -49,6 +49,8 @@ sinks:
       host: '0.0.0.0',
       trustedProxies: ['loopback', 'private'],
       bodyLimit: 65536,
+      bodyTimeoutMs: 10000,
+      idleTimeoutSeconds: 10,
       shutdownTimeoutMs: 10000,
     })
     expect(config.sites).toEqual([
