@@ -100,9 +100,88 @@ describe('serve', () => {
       log += new TextDecoder().decode(value)
     }
     const url = /"url":"(http:\/\/[^"]+)"/.exec(log)![1]!.replace('0.0.0.0', '127.0.0.1')
-    reader.releaseLock()
-    return { proc, url }
+    /** Everything the engine wrote on stderr, once it has exited. */
+    const stderr = async () => {
+      for (;;) {
+        const { done, value } = await reader.read()
+        if (done) return log
+        log += new TextDecoder().decode(value)
+      }
+    }
+    return { proc, url, stderr }
   }
+
+  test('SIGHUP reloads sites; a bad new config is refused and the old one stays', async () => {
+    const file = configFile(`server: { host: 127.0.0.1 }
+sites: [{ id: 1, domain: a.example }]
+plugins: [${dialect}]
+sinks: [{ stdout: { flushIntervalMs: 50 } }]
+`)
+    const { proc, url, stderr: readStderr } = await start(file)
+    const send = async (d: string) =>
+      (
+        (await (await fetch(`${url}/t/event`, { method: 'POST', body: JSON.stringify({ d }) })).json()) as {
+          outcomes: string[]
+        }
+      ).outcomes[0]
+    expect(await send('b.example')).toBe('not_found')
+    writeFileSync(
+      file,
+      `server: { host: 127.0.0.1 }
+sites: [{ id: 1, domain: a.example }, { id: 2, domain: b.example }]
+plugins: [${dialect}]
+sinks: [{ stdout: { flushIntervalMs: 50 } }]
+`,
+    )
+    proc.kill('SIGHUP')
+    let outcome = ''
+    for (let i = 0; i < 50 && outcome !== 'ok'; i++) {
+      await Bun.sleep(50)
+      outcome = (await send('b.example')) ?? ''
+    }
+    expect(outcome).toBe('ok')
+    writeFileSync(file, 'sites: [{ id: "x" }]\n')
+    proc.kill('SIGHUP')
+    await Bun.sleep(300)
+    // Still running on the previous config.
+    expect(await send('b.example')).toBe('ok')
+    expect(await send('a.example')).toBe('ok')
+    proc.kill('SIGTERM')
+    const [stderr, code] = await Promise.all([readStderr(), proc.exited])
+    expect(code).toBe(0)
+    expect(stderr).toContain('Config reloaded.')
+    expect(stderr).toContain('Config reload refused; the running config stays.')
+    expect(stderr).toContain('sites[0].id: expected integer')
+  })
+
+  test('a body that trickles in past the deadline gets 408', async () => {
+    const file = configFile(`server: { host: 127.0.0.1, bodyTimeoutMs: 300 }
+sites: any
+plugins: [${dialect}]
+sinks: [stdout]
+`)
+    const { proc, url } = await start(file)
+    const { hostname, port } = new URL(url)
+    let answer = ''
+    const socket = await Bun.connect({
+      hostname,
+      port: Number(port),
+      socket: {
+        data(_s, chunk) {
+          answer += new TextDecoder().decode(chunk)
+        },
+      },
+    })
+    socket.write('POST /t/event HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{"d":')
+    for (let i = 0; i < 10 && !answer; i++) {
+      await Bun.sleep(100)
+      socket.write(' ')
+    }
+    expect(answer).toStartWith('HTTP/1.1 408')
+    socket.end()
+    proc.kill('SIGTERM')
+    expect(await proc.exited).toBe(0)
+  })
 
   test('SIGTERM stops accepting, flushes the stdout sink and exits 0; a second signal does not cut the flush', async () => {
     // A long flush interval: rows leave only through the shutdown flush.
