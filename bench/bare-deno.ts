@@ -19,3 +19,5 @@ Deno.serve({ port, hostname: '127.0.0.1', onListen: () => {} }, async (request) 
   return new Response('ok', { status: 202, headers: { 'access-control-allow-origin': '*' } })
 })
 console.error(`bare Deno.serve listening on ${port}`)
+
+export {}

@@ -15,3 +15,5 @@ Bun.serve({
   },
 })
 process.stderr.write(`bare Bun.serve listening on ${port}\n`)
+
+export {}

@@ -6,7 +6,15 @@ import type { PluginDefinition } from '../core/plugin.ts'
 type Loader = () => Promise<{ default: PluginDefinition }>
 
 export const builtinPlugins: Record<string, Loader> = {
+  plausible: () => import('./plausible/index.ts'),
+  props: () => import('./props/index.ts'),
   lynkow: () => import('./lynkow/index.ts'),
+  'client-ip': () => import('./client-ip/index.ts'),
+  'user-agent': () => import('./user-agent/index.ts'),
+  geoip: () => import('./geoip/index.ts'),
+  'user-id': () => import('./user-id/index.ts'),
+  bots: () => import('./bots/index.ts'),
+  'ip-type': () => import('./ip-type/index.ts'),
   'spam-referrers': () => import('./spam-referrers/index.ts'),
   'shield-ip': () => import('./shield-ip/index.ts'),
   'shield-country': () => import('./shield-country/index.ts'),

@@ -1,6 +1,6 @@
 import { describe, expect, test } from 'bun:test'
 import { runPlugin, testServices } from '../../core/testing.ts'
-import { compileWildcard } from '../shield-page/wildcard.ts'
+import { compileWildcard } from '../../core/wildcard.ts'
 import plugin from './index.ts'
 
 /** Runs shield-hostname for one event of a configured site with the given hostname rules. */

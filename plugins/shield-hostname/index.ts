@@ -7,7 +7,7 @@
 
 import { Type } from '@sinclair/typebox'
 import { definePlugin } from '../../core/plugin.ts'
-import { compileRuleSet, type RuleSet } from '../shield-page/wildcard.ts'
+import { compileRuleSet, type RuleSet } from '../../core/wildcard.ts'
 
 const NO_RULES: readonly string[] = Object.freeze([])
 

@@ -2,8 +2,8 @@ import { describe, expect, test } from 'bun:test'
 import fc from 'fast-check'
 import type { Shields } from '../../core/sites.ts'
 import { runPlugin, testServices } from '../../core/testing.ts'
+import { compileWildcard, type WildcardMode } from '../../core/wildcard.ts'
 import plugin from './index.ts'
-import { compileWildcard, type WildcardMode } from './wildcard.ts'
 
 /** Runs shield-page for one event of a configured site with the given page rules. */
 async function verdict(options: object, page: string[], pathname: string) {

@@ -24,7 +24,8 @@ function yamlBlocks(markdown: string): string[] {
 function dropSection(markdown: string): string[] | undefined {
   const match = /^#+ Drop reasons\s*$([\s\S]*?)(?=^#+ |(?![\s\S]))/im.exec(markdown)
   if (!match) return undefined
-  return [...new Set([...match[1]!.matchAll(/`([a-z][a-z0-9_]*)`/g)].map((m) => m[1]!))].sort()
+  // A reason is listed as a list item or a table row that starts with it in backticks.
+  return [...new Set([...match[1]!.matchAll(/^(?:[-*]|\|)\s*`([a-z][a-z0-9_]*)`/gm)].map((m) => m[1]!))].sort()
 }
 
 function undocumentedOptions(schema: TSchema, path = ''): string[] {

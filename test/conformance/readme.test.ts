@@ -37,7 +37,12 @@ test('every YAML config example in the README validates', async () => {
   for (const block of blocks) {
     const raw = parse(block)
     for (const env of [undefined, ...Object.keys((raw as { environments?: object }).environments ?? {})]) {
-      await resolveConfig(raw, { source: 'README.md', baseDir: root, env, vars: { CLICKHOUSE_URL: 'http://127.0.0.1:8123' } })
+      await resolveConfig(raw, {
+        source: 'README.md',
+        baseDir: root,
+        env,
+        vars: { CLICKHOUSE_URL: 'http://127.0.0.1:8123' },
+      })
     }
   }
 })

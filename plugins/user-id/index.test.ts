@@ -1,0 +1,142 @@
+// Behaviour of user-id from spec/plausible-dialect.md §9: the salted SipHash of UA ++ IP ++ domain
+// ++ root domain, the previous-salt id, root domains with private suffixes, and daily salts.
+
+import { describe, expect, test } from 'bun:test'
+import { readdirSync, readFileSync } from 'node:fs'
+import { join } from 'node:path'
+import type { AnalyticsEvent } from '../../core/event.ts'
+import type { PluginInstance } from '../../core/plugin.ts'
+import { contextFor, makeEvent, setupPlugin, testServices } from '../../core/testing.ts'
+import plugin, { rootDomainOf } from './index.ts'
+import { DAY_MS, dayName } from './salts.ts'
+import { sipHash24, sipKey } from './siphash.ts'
+
+const UA =
+  'Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/124.0.0.0 Safari/537.36'
+const VISIT = { userAgent: UA, clientIp: '203.0.113.7', domain: 'example.com', hostname: 'example.com' }
+const ctx = contextFor(plugin)
+
+function run(instance: PluginInstance, fields: Partial<AnalyticsEvent>): AnalyticsEvent {
+  const event = makeEvent(fields)
+  expect(instance.run?.(event, ctx)).toBeUndefined()
+  return event
+}
+
+const today = () => Date.now()
+const tomorrow = () => (Math.floor(Date.now() / DAY_MS) + 1) * DAY_MS + 60_000
+
+describe('user_id', () => {
+  test('is the SipHash-2-4 of UA ++ IP ++ domain ++ root domain under the day salt', async () => {
+    const services = testServices()
+    const instance = await setupPlugin(plugin, {}, services)
+    const event = run(instance, { ...VISIT, hostname: 'app.example.com', receivedAt: today() })
+    const salt = readFileSync(join(services.stateDir, 'salts', `salt-${dayName(Math.floor(today() / DAY_MS))}`))
+    const input = new TextEncoder().encode(`${UA}203.0.113.7example.comexample.com`)
+    expect(event.user_id).toBe(sipHash24(sipKey(new Uint8Array(salt)), input))
+    expect(event.rootDomain).toBe('example.com')
+  })
+
+  test('the same visitor gets the same id', async () => {
+    const instance = await setupPlugin(plugin, { store: 'memory' })
+    expect(run(instance, VISIT).user_id).toBe(run(instance, VISIT).user_id)
+  })
+
+  test.each([
+    ['user agent', { userAgent: `${UA} Edg/124.0` }],
+    ['IP', { clientIp: '203.0.113.8' }],
+    ['domain', { domain: 'example.org' }],
+    ['root domain', { hostname: 'example.net' }],
+  ])('another %s gives another id', async (_name, change) => {
+    const instance = await setupPlugin(plugin, { store: 'memory' })
+    expect(run(instance, { ...VISIT, ...change }).user_id).not.toBe(run(instance, VISIT).user_id)
+  })
+
+  test('a subdomain of the same site is the same visitor', async () => {
+    const instance = await setupPlugin(plugin, { store: 'memory' })
+    const www = run(instance, { ...VISIT, hostname: 'www.example.com' })
+    const app = run(instance, { ...VISIT, hostname: 'app.example.com' })
+    expect(app.user_id).toBe(www.user_id)
+    expect(app.user_id).not.toBe(0n)
+  })
+
+  test('an id a dialect already set is kept', async () => {
+    const instance = await setupPlugin(plugin, { store: 'memory' })
+    const event = run(instance, { ...VISIT, user_id: 42n })
+    expect(event.user_id).toBe(42n)
+    expect(event.previousUserId).toBe(0n)
+    expect(event.rootDomain).toBe('example.com')
+  })
+
+  test('the site domain stands in for an empty domain', async () => {
+    const instance = await setupPlugin(plugin, { store: 'memory' })
+    const site = testServices().sites.byDomain('example.com')
+    expect(run(instance, { ...VISIT, domain: '', site }).user_id).toBe(run(instance, VISIT).user_id)
+  })
+
+  test('cached and uncached ids agree', async () => {
+    const services = testServices()
+    const cached = await setupPlugin(plugin, {}, services)
+    const uncached = await setupPlugin(plugin, { cacheSize: 0 }, services)
+    for (const ip of ['203.0.113.7', '203.0.113.7', '2001:db8::1']) {
+      expect(run(cached, { ...VISIT, clientIp: ip }).user_id).toBe(run(uncached, { ...VISIT, clientIp: ip }).user_id)
+    }
+  })
+})
+
+describe('salt rotation', () => {
+  test('the first day has no previous id', async () => {
+    const instance = await setupPlugin(plugin, { store: 'memory' })
+    expect(run(instance, { ...VISIT, receivedAt: today() }).previousUserId).toBe(0n)
+  })
+
+  test("after midnight UTC the id changes and previousUserId is yesterday's id", async () => {
+    const instance = await setupPlugin(plugin, { store: 'memory' })
+    const before = run(instance, { ...VISIT, receivedAt: today() })
+    const after = run(instance, { ...VISIT, receivedAt: tomorrow() })
+    expect(after.user_id).not.toBe(before.user_id)
+    expect(after.previousUserId).toBe(before.user_id)
+  })
+
+  test('a late event from before midnight keeps the new salt (time never runs backwards)', async () => {
+    const instance = await setupPlugin(plugin, { store: 'memory' })
+    const after = run(instance, { ...VISIT, receivedAt: tomorrow() })
+    const late = run(instance, { ...VISIT, receivedAt: today() })
+    expect(late.user_id).toBe(after.user_id)
+  })
+
+  test('two engines sharing a state folder agree on ids, also after a rotation', async () => {
+    const services = testServices()
+    const a = await setupPlugin(plugin, {}, services)
+    const b = await setupPlugin(plugin, {}, services)
+    expect(run(a, VISIT).user_id).toBe(run(b, VISIT).user_id)
+    const aNext = run(a, { ...VISIT, receivedAt: tomorrow() })
+    const bNext = run(b, { ...VISIT, receivedAt: tomorrow() })
+    expect(aNext.user_id).toBe(bNext.user_id)
+    expect(aNext.previousUserId).toBe(bNext.previousUserId)
+    const files = readdirSync(join(services.stateDir, 'salts')).filter((f) => f.startsWith('salt-'))
+    expect(files.length).toBe(2)
+  })
+
+  test('the directory option places the salt files', async () => {
+    const services = testServices()
+    await setupPlugin(plugin, { directory: join(services.stateDir, 'elsewhere') }, services)
+    expect(readdirSync(join(services.stateDir, 'elsewhere')).length).toBe(1)
+  })
+})
+
+describe('root domain', () => {
+  test.each([
+    ['app.example.com', 'example.com'],
+    ['www.example.co.uk', 'example.co.uk'],
+    ['foo.netlify.app', 'foo.netlify.app'],
+    ['a.b.github.io', 'b.github.io'],
+    ['example.com', 'example.com'],
+    ['192.168.0.1', '192.168.0.1'],
+    ['[::1]', '[::1]'],
+    ['localhost', 'localhost'],
+    ['(none)', '(none)'],
+    ['', '(none)'],
+  ])('%p → %p', (hostname, root) => {
+    expect(rootDomainOf(hostname)).toBe(root)
+  })
+})
