@@ -7,4 +7,6 @@ type Loader = () => Promise<{ default: SinkDefinition }>
 export const builtinSinks: Record<string, Loader> = {
   stdout: () => import('./stdout/index.ts'),
   memory: () => import('./memory/index.ts'),
+  clickhouse: () => import('./clickhouse/index.ts'),
+  chdb: () => import('./chdb/index.ts'),
 }

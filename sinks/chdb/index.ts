@@ -1,0 +1,164 @@
+// The `chdb` sink: events_v2 and sessions_v2 (spec/clickhouse-schema.md) in an embedded ClickHouse
+// (npm `chdb`, ClickHouse 26.x) stored in a local folder. Same DDL, batching, retries, spool and dead
+// letters as the `clickhouse` sink (../clickhouse/); the engine runs on a Worker (worker.ts) because
+// each chdb call blocks its thread.
+//
+// If chdb cannot load (no native build for this platform, a broken install) or cannot open its folder,
+// start-up goes on: the sink logs an error, reports `failing` with the reason, and spools rows, which a
+// later start delivers once chdb works. A ConfigError would stop the whole engine for one sink.
+
+import { type Static, Type } from '@sinclair/typebox'
+import type { EngineServices } from '../../core/plugin.ts'
+import { defineSink } from '../../core/sink.ts'
+import { type Batch, type Inserter, openTableWriter } from '../clickhouse/delivery.ts'
+import { migrateTables, type SqlRunner, type TableTarget } from '../clickhouse/schema.ts'
+import { acquireChdb, type ChdbWorker } from './protocol.ts'
+
+const IDENTIFIER = '^[A-Za-z_][A-Za-z0-9_]*$'
+
+const options = Type.Object(
+  {
+    path: Type.String({
+      default: '',
+      description: 'Folder of the embedded database; empty = <stateDir>/chdb. One chdb folder per process.',
+    }),
+    database: Type.String({ default: 'default', pattern: IDENTIFIER, description: 'Database of the tables.' }),
+    eventsTable: Type.String({ default: 'events_v2', pattern: IDENTIFIER, description: 'Table of events.' }),
+    sessionsTable: Type.String({ default: 'sessions_v2', pattern: IDENTIFIER, description: 'Table of sessions.' }),
+    batchRows: Type.Integer({
+      minimum: 1,
+      maximum: 1_000_000,
+      default: 10_000,
+      description: 'Rows per insert; a batch is written when it is full or flushIntervalMs after its first row.',
+    }),
+    flushIntervalMs: Type.Integer({
+      minimum: 10,
+      default: 1000,
+      description: 'Longest time a row waits in memory before its batch is written.',
+    }),
+    retryMaxMs: Type.Integer({
+      minimum: 10,
+      default: 30_000,
+      description: 'Cap of the exponential backoff between retries of a failed insert (they go on forever).',
+    }),
+    spoolDir: Type.String({ default: '', description: 'Folder of the on-disk spool; empty = <stateDir>/spool/chdb.' }),
+    spoolLimitMb: Type.Integer({
+      minimum: 1,
+      default: 1024,
+      description: 'Disk the spool may use (MiB); past it, rows wait in memory, then are dropped and counted.',
+    }),
+    deadLetterFile: Type.String({
+      default: '',
+      description:
+        'File of batches the engine rejected as malformed (JSON lines); empty = <spoolDir>/dead-letters.ndjson.',
+    }),
+  },
+  { additionalProperties: false },
+)
+
+type Options = Static<typeof options>
+
+function target(o: Options): TableTarget {
+  return { database: o.database, eventsTable: o.eventsTable, sessionsTable: o.sessionsTable, cluster: '' }
+}
+
+function pathOf(o: Options, engine: EngineServices): string {
+  return o.path ? engine.resolvePath(o.path) : `${engine.stateDir}/chdb`
+}
+
+function runner(worker: ChdbWorker): SqlRunner {
+  return {
+    async exec(sql, settings) {
+      await worker.call({ op: 'exec', sql, ...(settings ? { settings } : {}) })
+    },
+    async select(sql) {
+      return (await worker.call({ op: 'select', sql })) as Record<string, unknown>[]
+    },
+  }
+}
+
+/** Opens the engine and makes sure the tables exist: the database is the sink's own, so it migrates itself. */
+async function start(worker: ChdbWorker, o: Options): Promise<void> {
+  await worker.open()
+  await migrateTables(runner(worker), target(o))
+}
+
+/**
+ * The sink definition; `module` is the package the worker loads (tests name a missing one to see the
+ * sink survive a chdb that cannot load).
+ */
+export function createChdbSink(module = 'chdb') {
+  return defineSink({
+    name: 'chdb',
+    summary: 'Writes events and sessions to an embedded ClickHouse (chDB) in a local folder, off the HTTP thread.',
+    options,
+    async setup(o, engine, stats) {
+      const { worker, release } = acquireChdb(pathOf(o, engine), module)
+      let problem: { state: 'failing'; detail: string } | undefined
+      try {
+        await start(worker, o)
+      } catch (error) {
+        problem = { state: 'failing', detail: `chdb could not start: ${(error as Error).message.split('\n')[0]}` }
+        engine.logger.error('chdb could not start; rows are spooled until it can.', {
+          sink: 'chdb',
+          path: pathOf(o, engine),
+          error: problem.detail,
+        })
+        // End the worker that failed; the next attempt starts a fresh one.
+        await worker.close().catch(() => {})
+      }
+      const inserter: Inserter = {
+        async insert(table: string, batch: Batch) {
+          if (worker.version === undefined) {
+            // A worker that died (or never started) is started again, tables included, then retried.
+            await start(worker, o)
+            problem = undefined
+          }
+          await worker.call({
+            op: 'insert',
+            table: `${o.database}.${table}`,
+            payload: batch.payload,
+            // chdb is ClickHouse 26.x: tokens exist, and the tables carry a deduplication window.
+            settings: { insert_deduplication_token: batch.id, input_format_skip_unknown_fields: 0 },
+          })
+        },
+      }
+      const spoolDir = o.spoolDir ? engine.resolvePath(o.spoolDir) : `${engine.stateDir}/spool/chdb`
+      const writer = await openTableWriter({
+        sink: 'chdb',
+        spoolDir,
+        spoolLimitBytes: o.spoolLimitMb * 1024 * 1024,
+        deadLetterFile: o.deadLetterFile ? engine.resolvePath(o.deadLetterFile) : `${spoolDir}/dead-letters.ndjson`,
+        eventsTable: o.eventsTable,
+        sessionsTable: o.sessionsTable,
+        batchRows: o.batchRows,
+        flushIntervalMs: o.flushIntervalMs,
+        retryMaxMs: o.retryMaxMs,
+        inserter,
+        stats,
+        logger: engine.logger,
+      })
+      return {
+        write: (event) => writer.write(event),
+        flush: () => writer.flush(),
+        async close() {
+          await writer.close()
+          await release()
+        },
+        health: () => writer.health(problem),
+      }
+    },
+    async migrate(o, engine) {
+      // While the sink runs in this process, this is its worker and session.
+      const { worker, release } = acquireChdb(pathOf(o, engine), module)
+      try {
+        await worker.open()
+        return await migrateTables(runner(worker), target(o))
+      } finally {
+        await release()
+      }
+    },
+  })
+}
+
+export default createChdbSink()

@@ -1,0 +1,526 @@
+// Batching, retries, spooling and dead letters for one table (spec/clickhouse-schema.md "Writing";
+// research/scale-out.md §3.4). Shared by the `clickhouse` and `chdb` sinks, which only differ in how
+// a batch is inserted.
+//
+// A lane is a buffer of JSON lines plus one delivery loop:
+//
+//   add() ─► lines ─(batchRows or flushIntervalMs)─► sealed batches in memory ─► insert ─► done
+//                                                          │  failure          ▲
+//                                                          ▼                   │ replay, oldest first
+//                                                        spool on disk ────────┘
+//
+// - One loop per lane, so one insert in flight per table and no two steps ever race on the queue.
+// - Order is kept: while the spool holds anything, new batches go behind it, on disk.
+// - A batch keeps its identity (`id`) from sealing to delivery, through the spool and any restart;
+//   inserters send it as insert_deduplication_token where the server supports one.
+// - Transient failures are retried forever with capped exponential backoff; malformed batches go to
+//   the dead-letter file, counted; nothing else is ever dropped, except when the spool is full and the
+//   memory allowance is spent too, which is counted in rowsFailed and logged.
+
+import { randomUUID } from 'node:crypto'
+import { join } from 'node:path'
+import type { AnalyticsEvent } from '../../core/event.ts'
+import type { Logger } from '../../core/logger.ts'
+import { ConfigError } from '../../core/plugin.ts'
+import type { SinkHealth, SinkStats } from '../../core/sink.ts'
+import {
+  DeadLetterFile,
+  Spool,
+  SpoolBudget,
+  SpoolCorruptError,
+  type SpoolEntry,
+  SpoolFullError,
+} from '../spool/spool.ts'
+import { eventLine, sessionLine } from './encode.ts'
+import { classify, type Failure } from './errors.ts'
+
+/** A sealed batch: JSONEachRow bytes and their stable identity. */
+export interface Batch {
+  id: string
+  rows: number
+  payload: Uint8Array
+}
+
+/** How a sink puts one batch into one table. Throws on failure; `classify` (errors.ts) reads the error. */
+export interface Inserter {
+  insert(table: string, batch: Batch): Promise<void>
+}
+
+export interface LaneOptions {
+  /** The table name, for the inserter, logs and dead letters. */
+  table: string
+  batchRows: number
+  flushIntervalMs: number
+  retryInitialMs: number
+  retryMaxMs: number
+  spool: Spool
+  deadLetters: DeadLetterFile
+  inserter: Inserter
+  stats: SinkStats
+  logger: Logger
+  /** The sink's name, for logs. */
+  sink: string
+}
+
+export interface LaneHealth {
+  queuedRows: number
+  /** The last failure, while it has not been followed by a success. */
+  failure: Failure | undefined
+  /** The spool cannot take more (full, or a disk error). */
+  spoolProblem: string | undefined
+  spooledRows: number
+  droppedRows: number
+}
+
+const encoder = new TextEncoder()
+/** Sealed batches kept in memory while the server keeps up; more go to the spool (a slow server). */
+const MEMORY_BATCHES = 3
+
+export class Lane {
+  private lines: string[] = []
+  private timer: ReturnType<typeof setTimeout> | undefined
+  /** Sealed batches not yet delivered nor spooled, oldest first. The head may be in flight. */
+  private readonly memory: Batch[] = []
+  private memoryRows = 0
+  /** Whether the last attempt failed; cleared by the next success. */
+  private failure: Failure | undefined
+  private retryDelay = 0
+  private retryAt = 0
+  private spoolProblem: string | undefined
+  private droppedRows = 0
+  private closing = false
+  private poke: (() => void) | undefined
+  /** Batches sealed so far, and batches that left memory (delivered, spooled, dead-lettered, dropped). */
+  private sealed = 0
+  private settled = 0
+  private waiters: { target: number; resolve: () => void }[] = []
+  private readonly loop: Promise<void>
+  private readonly memoryLimitRows: number
+
+  constructor(private readonly o: LaneOptions) {
+    // While the spool cannot take batches, memory holds a few more before new ones are dropped.
+    this.memoryLimitRows = Math.max(o.batchRows * 5, 50_000)
+    this.loop = this.run()
+  }
+
+  /** Buffers one JSON line; seals a batch at `batchRows`, else within `flushIntervalMs`. Never waits. */
+  add(line: string): void {
+    if (this.closing) {
+      // The engine closes sinks last; a row arriving later is a bug upstream, counted rather than thrown.
+      this.o.stats.rowsFailed++
+      this.o.logger.throttled(`${this.o.sink}:${this.o.table}:closed`, 'error', 'Row written after the sink closed.', {
+        sink: this.o.sink,
+        table: this.o.table,
+      })
+      return
+    }
+    this.lines.push(line)
+    if (this.lines.length >= this.o.batchRows) this.seal()
+    else if (this.timer === undefined) {
+      this.timer = setTimeout(() => {
+        this.timer = undefined
+        this.seal()
+      }, this.o.flushIntervalMs)
+      this.timer.unref?.()
+    }
+  }
+
+  /** Seals what is buffered and resolves once every batch sealed so far is delivered or on disk. */
+  async flush(): Promise<void> {
+    this.seal()
+    const target = this.sealed
+    if (this.settled >= target || this.stuck()) return
+    await new Promise<void>((resolve) => {
+      this.waiters.push({ target, resolve })
+      this.wake()
+    })
+  }
+
+  /** Delivers or spools everything, stops the loop. A spool backlog stays on disk for the next start. */
+  async close(): Promise<void> {
+    if (this.closing) return this.loop
+    this.seal()
+    this.closing = true
+    this.wake()
+    await this.loop
+    if (this.memoryRows > 0) {
+      // Only when the spool refused: nothing else can keep these rows.
+      this.o.stats.rowsFailed += this.memoryRows
+      this.o.logger.error('Sink closed with rows it could neither deliver nor spool; they are lost.', {
+        sink: this.o.sink,
+        table: this.o.table,
+        rows: this.memoryRows,
+        reason: this.spoolProblem,
+      })
+      this.memory.length = 0
+      this.memoryRows = 0
+    }
+  }
+
+  health(): LaneHealth {
+    return {
+      queuedRows: this.lines.length + this.memoryRows,
+      failure: this.failure,
+      spoolProblem: this.spoolProblem,
+      spooledRows: this.o.spool.rows,
+      droppedRows: this.droppedRows,
+    }
+  }
+
+  private seal(): void {
+    if (this.timer !== undefined) {
+      clearTimeout(this.timer)
+      this.timer = undefined
+    }
+    if (this.lines.length === 0) return
+    const rows = this.lines.length
+    const batch: Batch = { id: randomUUID(), rows, payload: encoder.encode(this.lines.join('\n')) }
+    this.lines = []
+    this.sealed++
+    if (this.spoolProblem !== undefined && this.memoryRows + rows > this.memoryLimitRows) {
+      this.settle()
+      this.droppedRows += rows
+      this.o.stats.rowsFailed += rows
+      this.o.logger.throttled(
+        `${this.o.sink}:${this.o.table}:drop`,
+        'error',
+        'Dropping rows: the server is failing and the spool is full.',
+        {
+          sink: this.o.sink,
+          table: this.o.table,
+          rows,
+          reason: this.spoolProblem,
+        },
+      )
+      return
+    }
+    this.memory.push(batch)
+    this.memoryRows += rows
+    this.wake()
+  }
+
+  private wake(): void {
+    const poke = this.poke
+    this.poke = undefined
+    poke?.()
+  }
+
+  /** Waits for a poke (new batch, flush, close) or, while failing, for the next retry time. */
+  private sleep(): Promise<void> {
+    return new Promise<void>((resolve) => {
+      let timer: ReturnType<typeof setTimeout> | undefined
+      this.poke = () => {
+        if (timer !== undefined) clearTimeout(timer)
+        resolve()
+      }
+      if (this.failure !== undefined) {
+        timer = setTimeout(
+          () => {
+            this.poke = undefined
+            resolve()
+          },
+          Math.max(0, this.retryAt - Date.now()),
+        )
+        // The server's lifetime is the engine's business; a retry alone must not keep a process alive.
+        timer.unref?.()
+      }
+    })
+  }
+
+  private async run(): Promise<void> {
+    for (;;) {
+      try {
+        const finished = await this.step()
+        this.notify()
+        if (finished) return
+      } catch (error) {
+        // A bug or a disk error in the loop itself: keep the loop alive and back off.
+        this.o.logger.error('Sink delivery loop failed; retrying.', { sink: this.o.sink, table: this.o.table, error })
+        this.fail(classify(error))
+      }
+      await this.sleep()
+    }
+  }
+
+  /** Does all the work possible now. Returns true when closing is complete. */
+  private async step(): Promise<boolean> {
+    for (;;) {
+      const waiting = this.failure !== undefined && Date.now() < this.retryAt
+      // While anything waits on disk, or the server is failing or slow, new batches join the disk queue.
+      // Closing with a healthy server and an empty spool delivers memory instead (spilled on failure).
+      const backlog = this.o.spool.records > 0 || (!this.closing && this.memory.length > MEMORY_BATCHES)
+      if (this.memory.length > 0 && (waiting || backlog)) await this.spill()
+      if (waiting) return this.closing
+      if (this.closing && this.o.spool.records > 0) return true
+      const entry = this.o.spool.peek()
+      let batch: Batch | undefined
+      if (entry) {
+        batch = await this.readSpooled(entry)
+        if (!batch) continue
+      } else {
+        batch = this.memory[0]
+        if (!batch) return this.closing
+      }
+      if (this.failure !== undefined) this.o.stats.retries++
+      const started = performance.now()
+      try {
+        await this.o.inserter.insert(this.o.table, batch)
+      } catch (error) {
+        const failure = classify(error)
+        if (failure.kind !== 'malformed') {
+          this.fail(failure)
+          continue
+        }
+        await this.deadLetter(batch, failure)
+        await this.remove(entry, batch)
+        continue
+      }
+      this.o.stats.rowsWritten += batch.rows
+      this.o.stats.recordBatch((performance.now() - started) / 1000)
+      if (this.failure !== undefined) {
+        this.o.logger.info('Sink delivers again.', { sink: this.o.sink, table: this.o.table })
+      }
+      this.failure = undefined
+      this.retryDelay = 0
+      await this.remove(entry, batch)
+    }
+  }
+
+  private async readSpooled(entry: SpoolEntry): Promise<Batch | undefined> {
+    try {
+      return { id: entry.id, rows: entry.rows, payload: await this.o.spool.read(entry) }
+    } catch (error) {
+      if (!(error instanceof SpoolCorruptError)) throw error
+      const failure: Failure = { kind: 'malformed', code: undefined, summary: error.message, message: error.message }
+      await this.deadLetter({ id: entry.id, rows: entry.rows, payload: new Uint8Array() }, failure)
+      await this.o.spool.ack(entry)
+      return undefined
+    }
+  }
+
+  private async remove(entry: SpoolEntry | undefined, batch: Batch): Promise<void> {
+    if (entry) {
+      await this.o.spool.ack(entry)
+      return
+    }
+    this.memory.shift()
+    this.memoryRows -= batch.rows
+    // Nothing held in memory any more: whatever the spool refused has been delivered.
+    if (this.memory.length === 0) this.spoolProblem = undefined
+    this.settle()
+  }
+
+  private fail(failure: Failure): void {
+    if (this.failure === undefined || this.failure.summary !== failure.summary) {
+      this.o.logger.warn('Sink insert failed; retrying with backoff and spooling meanwhile.', {
+        sink: this.o.sink,
+        table: this.o.table,
+        error: failure.summary,
+        kind: failure.kind,
+      })
+    }
+    this.failure = failure
+    this.retryDelay = this.retryDelay === 0 ? this.o.retryInitialMs : Math.min(this.retryDelay * 2, this.o.retryMaxMs)
+    // Jitter spreads the retries of many engines after a shared outage.
+    this.retryAt = Date.now() + this.retryDelay * (0.8 + Math.random() * 0.4)
+  }
+
+  /** Moves memory batches to the spool, oldest first, as far as the spool takes them. */
+  private async spill(): Promise<void> {
+    while (this.memory.length > 0) {
+      const batch = this.memory[0]!
+      try {
+        await this.o.spool.append(batch)
+      } catch (error) {
+        const problem = error instanceof SpoolFullError ? 'spool is full' : `spool write failed: ${String(error)}`
+        if (this.spoolProblem !== problem) {
+          this.o.logger.error('Sink cannot spool; holding rows in memory.', {
+            sink: this.o.sink,
+            table: this.o.table,
+            reason: problem,
+            spool: this.o.spool.dir,
+          })
+        }
+        this.spoolProblem = problem
+        return
+      }
+      this.spoolProblem = undefined
+      this.memory.shift()
+      this.memoryRows -= batch.rows
+      this.settle()
+    }
+  }
+
+  private async deadLetter(batch: Batch, failure: Failure): Promise<void> {
+    this.o.stats.deadLetters++
+    this.o.stats.rowsFailed += batch.rows
+    try {
+      await this.o.deadLetters.write({
+        table: this.o.table,
+        id: batch.id,
+        rows: batch.rows,
+        error: failure.message,
+        payload: batch.payload,
+      })
+      this.o.logger.error('Server rejected a batch as malformed; it went to the dead-letter file.', {
+        sink: this.o.sink,
+        table: this.o.table,
+        batch: batch.id,
+        rows: batch.rows,
+        error: failure.summary,
+        file: this.o.deadLetters.path,
+      })
+    } catch (error) {
+      this.o.logger.error('Server rejected a batch as malformed and the dead-letter file failed; the rows are lost.', {
+        sink: this.o.sink,
+        table: this.o.table,
+        batch: batch.id,
+        rows: batch.rows,
+        error: failure.summary,
+        fileError: String(error),
+      })
+    }
+  }
+
+  /** Memory cannot drain: the server fails and the spool refuses. flush() must not wait for that. */
+  private stuck(): boolean {
+    return this.failure !== undefined && this.spoolProblem !== undefined
+  }
+
+  private settle(): void {
+    this.settled++
+    this.notify()
+  }
+
+  private notify(): void {
+    if (this.waiters.length === 0) return
+    const stuck = this.stuck()
+    this.waiters = this.waiters.filter((w) => {
+      if (this.settled >= w.target || stuck || this.closing) {
+        w.resolve()
+        return false
+      }
+      return true
+    })
+  }
+}
+
+/**
+ * The sink's health from its lanes: `failing` when rows cannot be kept (spool full or broken) or
+ * `problem` says so, `degraded` while inserts fail or a spool backlog replays, `ok` otherwise.
+ */
+export function summarizeHealth(
+  lanes: readonly { table: string; lane: Lane }[],
+  budget: SpoolBudget,
+  problem?: { state: 'degraded' | 'failing'; detail: string },
+): SinkHealth {
+  let queuedRows = 0
+  let failing = problem?.state === 'failing'
+  let degraded = problem !== undefined
+  const parts: string[] = problem ? [problem.detail] : []
+  for (const { table, lane } of lanes) {
+    const h = lane.health()
+    queuedRows += h.queuedRows
+    if (h.spoolProblem) {
+      failing = true
+      parts.push(`${table}: ${h.spoolProblem}, ${h.queuedRows} rows held in memory, ${h.droppedRows} dropped`)
+    }
+    if (h.failure) {
+      degraded = true
+      const hint = h.failure.kind === 'schema' ? ' (run the migrate command)' : ''
+      parts.push(`${table}: inserts failing: ${h.failure.summary}${hint}; retrying`)
+    }
+    if (h.spooledRows > 0) {
+      degraded = true
+      parts.push(`${table}: ${h.spooledRows} rows spooled`)
+    }
+  }
+  return {
+    state: failing ? 'failing' : degraded ? 'degraded' : 'ok',
+    ...(parts.length > 0 ? { detail: parts.join('; ') } : {}),
+    queuedRows,
+    spoolBytes: budget.usedBytes,
+    spoolLimitBytes: budget.limitBytes,
+  }
+}
+
+export interface WriterOptions {
+  sink: string
+  /** Folder of the spool; one sub-folder per table. */
+  spoolDir: string
+  spoolLimitBytes: number
+  deadLetterFile: string
+  eventsTable: string
+  sessionsTable: string
+  batchRows: number
+  flushIntervalMs: number
+  retryMaxMs: number
+  inserter: Inserter
+  stats: SinkStats
+  logger: Logger
+}
+
+/** The two lanes of a ClickHouse-shaped sink, fed from events. */
+export interface TableWriter {
+  write(event: AnalyticsEvent): void
+  flush(): Promise<void>
+  close(): Promise<void>
+  health(problem?: { state: 'degraded' | 'failing'; detail: string }): SinkHealth
+}
+
+/**
+ * Opens the spools (replaying what a previous run left) and starts one lane per table. A spool folder
+ * that cannot be opened is a configuration error: without it "nothing lost" cannot hold.
+ */
+export async function openTableWriter(o: WriterOptions): Promise<TableWriter> {
+  const budget = new SpoolBudget(o.spoolLimitBytes)
+  const tables = [o.eventsTable, o.sessionsTable]
+  let spools: Spool[]
+  try {
+    spools = await Promise.all(tables.map((t) => Spool.open(join(o.spoolDir, t), budget, { logger: o.logger })))
+  } catch (error) {
+    throw new ConfigError('spoolDir', `cannot open the spool folder ${o.spoolDir}: ${(error as Error).message}`)
+  }
+  let deadLetters: DeadLetterFile
+  try {
+    deadLetters = new DeadLetterFile(o.deadLetterFile)
+  } catch (error) {
+    throw new ConfigError('deadLetterFile', `cannot create ${o.deadLetterFile}: ${(error as Error).message}`)
+  }
+  const lanes = tables.map((table, i) => ({
+    table,
+    lane: new Lane({
+      table,
+      batchRows: o.batchRows,
+      flushIntervalMs: o.flushIntervalMs,
+      retryInitialMs: Math.min(100, o.retryMaxMs),
+      retryMaxMs: o.retryMaxMs,
+      spool: spools[i]!,
+      deadLetters,
+      inserter: o.inserter,
+      stats: o.stats,
+      logger: o.logger,
+      sink: o.sink,
+    }),
+  }))
+  const spooled = spools.reduce((n, s) => n + s.rows, 0)
+  if (spooled > 0) {
+    o.logger.info('Replaying rows spooled by a previous run.', { sink: o.sink, rows: spooled, spool: o.spoolDir })
+  }
+  const [events, sessions] = [lanes[0]!.lane, lanes[1]!.lane]
+  return {
+    write(event) {
+      events.add(eventLine(event))
+      // The -1/+1 rows of a session update, in the order the sessions plugin made them.
+      for (const row of event.sessionRows) sessions.add(sessionLine(row))
+    },
+    async flush() {
+      await Promise.all(lanes.map((l) => l.lane.flush()))
+    },
+    async close() {
+      await Promise.all(lanes.map((l) => l.lane.close()))
+      await Promise.all(spools.map((s) => s.close()))
+    },
+    health: (problem) => summarizeHealth(lanes, budget, problem),
+  }
+}

@@ -1,0 +1,268 @@
+// The `clickhouse` sink: writes events_v2 and sessions_v2 (spec/clickhouse-schema.md) to a ClickHouse
+// server over HTTP with @clickhouse/client, in batches, with retries, an on-disk spool and a dead-letter
+// file (delivery.ts), and creates or upgrades the tables with `migrate` (schema.ts).
+//
+// Setup needs no network (design.md): the server's version is probed in the background and before
+// the first insert; a server that is down at start only makes the sink report `degraded` and spool.
+
+import { Readable } from 'node:stream'
+import { type ClickHouseClient, type ClickHouseSettings, createClient } from '@clickhouse/client'
+import { type Static, Type } from '@sinclair/typebox'
+import type { EngineServices } from '../../core/plugin.ts'
+import { ConfigError } from '../../core/plugin.ts'
+import { defineSink } from '../../core/sink.ts'
+import { type Batch, type Inserter, openTableWriter } from './delivery.ts'
+import { classify } from './errors.ts'
+import { capsFor, ident, migrateTables, type ServerCaps, type SqlRunner, type TableTarget } from './schema.ts'
+
+const IDENTIFIER = '^[A-Za-z_][A-Za-z0-9_]*$'
+
+const options = Type.Object(
+  {
+    url: Type.String({
+      default: 'http://localhost:8123',
+      description: 'HTTP(S) endpoint of the ClickHouse server.',
+      examples: ['http://clickhouse:8123', 'https://ch.example.com:8443'],
+    }),
+    database: Type.String({ default: 'default', pattern: IDENTIFIER, description: 'Database of the tables.' }),
+    username: Type.String({ default: 'default', description: 'ClickHouse user.' }),
+    password: Type.String({
+      default: '',
+      description: 'Password of that user; better taken from an environment variable in the config.',
+    }),
+    eventsTable: Type.String({ default: 'events_v2', pattern: IDENTIFIER, description: 'Table of events.' }),
+    sessionsTable: Type.String({ default: 'sessions_v2', pattern: IDENTIFIER, description: 'Table of sessions.' }),
+    batchRows: Type.Integer({
+      minimum: 1,
+      maximum: 1_000_000,
+      default: 10_000,
+      description: 'Rows per insert; a batch is sent when it is full or flushIntervalMs after its first row.',
+    }),
+    flushIntervalMs: Type.Integer({
+      minimum: 10,
+      default: 1000,
+      description: 'Longest time a row waits in memory before its batch is sent.',
+    }),
+    compression: Type.Union([Type.Literal('gzip'), Type.Literal('none')], {
+      default: 'gzip',
+      description:
+        'Compression of insert bodies: gzip cuts JSON about tenfold for a remote server; none saves CPU on loopback.',
+    }),
+    requestTimeoutMs: Type.Integer({
+      minimum: 100,
+      default: 30_000,
+      description: 'Time an insert may take before it counts as failed and is retried.',
+    }),
+    retryMaxMs: Type.Integer({
+      minimum: 10,
+      default: 30_000,
+      description: 'Cap of the exponential backoff between retries of a failed insert (they go on forever).',
+    }),
+    spoolDir: Type.String({
+      default: '',
+      description: 'Folder of the on-disk spool; empty = <stateDir>/spool/clickhouse-<host>-<port>-<database>.',
+    }),
+    spoolLimitMb: Type.Integer({
+      minimum: 1,
+      default: 1024,
+      description: 'Disk the spool may use (MiB); past it, rows wait in memory, then are dropped and counted.',
+    }),
+    deadLetterFile: Type.String({
+      default: '',
+      description:
+        'File of batches the server rejected as malformed (JSON lines); empty = <spoolDir>/dead-letters.ndjson.',
+    }),
+    cluster: Type.String({
+      default: '',
+      description:
+        "Cluster name from the servers' remote_servers: ON CLUSTER DDL, Replicated tables named <table>_local and Distributed tables sharded by user_id. Needs ZooKeeper.",
+    }),
+  },
+  { additionalProperties: false },
+)
+
+type Options = Static<typeof options>
+
+function target(o: Options): TableTarget {
+  return { database: o.database, eventsTable: o.eventsTable, sessionsTable: o.sessionsTable, cluster: o.cluster }
+}
+
+function parseUrl(o: Options): URL {
+  try {
+    const url = new URL(o.url)
+    if (url.protocol !== 'http:' && url.protocol !== 'https:') throw new Error('not http(s)')
+    return url
+  } catch {
+    throw new ConfigError('url', `expected an http(s) URL, got ${JSON.stringify(o.url)}`)
+  }
+}
+
+function makeClient(o: Options): ClickHouseClient {
+  parseUrl(o)
+  return createClient({
+    url: o.url,
+    username: o.username,
+    password: o.password,
+    // No default database: it may not exist before `migrate`, and every statement names it anyway.
+    request_timeout: o.requestTimeoutMs,
+    compression: { request: o.compression === 'gzip', response: false },
+    // The client logs to the console, which the stdout sink owns, and may quote row data: we log ourselves.
+    log: { level: 127 },
+  })
+}
+
+/** SQL over the HTTP client, for the migration. */
+function httpRunner(client: ClickHouseClient): SqlRunner {
+  return {
+    async exec(sql, settings) {
+      await client.command({ query: sql, clickhouse_settings: settings as ClickHouseSettings })
+    },
+    async select(sql) {
+      const result = await client.query({ query: sql, format: 'JSONEachRow' })
+      return result.json<Record<string, unknown>>()
+    },
+  }
+}
+
+/** Inserts over HTTP; knows the server version, probed once and again after a connection failure. */
+class HttpInserter implements Inserter {
+  private caps: ServerCaps | undefined
+  constructor(
+    private readonly client: ClickHouseClient,
+    private readonly target: TableTarget,
+  ) {}
+
+  async probe(): Promise<ServerCaps> {
+    if (this.caps) return this.caps
+    const result = await this.client.query({ query: 'SELECT version() AS version', format: 'JSONEachRow' })
+    const [row] = await result.json<{ version: string }>()
+    this.caps = capsFor(row?.version ?? '')
+    return this.caps
+  }
+
+  async insert(table: string, batch: Batch): Promise<void> {
+    try {
+      const caps = await this.probe()
+      // Unknown fields fail rather than vanish: an old table is a reason to migrate, not to lose columns.
+      const settings: ClickHouseSettings = { input_format_skip_unknown_fields: 0 }
+      if (caps.dedupTokens) settings.insert_deduplication_token = batch.id
+      // A 2xx must mean "on every shard", so that a retry resends the whole batch (scale-out.md §3.5).
+      if (this.target.cluster) settings.insert_distributed_sync = 1
+      const result = await this.client.exec({
+        query: `INSERT INTO ${ident(this.target.database)}.${ident(table)} FORMAT JSONEachRow`,
+        values: Readable.from([batch.payload], { objectMode: false }),
+        clickhouse_settings: settings,
+      })
+      // The answer of an INSERT is empty; reading it to the end frees the socket for keep-alive.
+      for await (const _ of result.stream) {
+      }
+    } catch (error) {
+      // No ClickHouse code = no answer: the server may have been replaced by another version.
+      if (classify(error).code === undefined) this.caps = undefined
+      throw error
+    }
+  }
+}
+
+/** `clickhouse-<host>-<port>-<database>`: two sinks to different servers never share a spool. */
+function defaultSpoolName(url: URL, database: string): string {
+  const port = url.port || (url.protocol === 'https:' ? '443' : '80')
+  return `clickhouse-${url.hostname}-${port}-${database}`.replace(/[^A-Za-z0-9._-]/g, '_')
+}
+
+function spoolDirOf(o: Options, engine: EngineServices): string {
+  return o.spoolDir
+    ? engine.resolvePath(o.spoolDir)
+    : `${engine.stateDir}/spool/${defaultSpoolName(parseUrl(o), o.database)}`
+}
+
+export default defineSink({
+  name: 'clickhouse',
+  summary:
+    'Writes events and sessions to ClickHouse over HTTP in batches, spooling to disk while the server is unavailable.',
+  options,
+  async setup(o, engine, stats) {
+    const client = makeClient(o)
+    const inserter = new HttpInserter(client, target(o))
+    const spoolDir = spoolDirOf(o, engine)
+    const writer = await openTableWriter({
+      sink: 'clickhouse',
+      spoolDir,
+      spoolLimitBytes: o.spoolLimitMb * 1024 * 1024,
+      deadLetterFile: o.deadLetterFile ? engine.resolvePath(o.deadLetterFile) : `${spoolDir}/dead-letters.ndjson`,
+      eventsTable: o.eventsTable,
+      sessionsTable: o.sessionsTable,
+      batchRows: o.batchRows,
+      flushIntervalMs: o.flushIntervalMs,
+      retryMaxMs: o.retryMaxMs,
+      inserter,
+      stats,
+      logger: engine.logger,
+    })
+    // Learn early whether the server answers, without holding start-up: health says so meanwhile.
+    let unreachable: string | undefined
+    let probing: Promise<void> | undefined
+    const probe = () => {
+      probing ??= inserter
+        .probe()
+        .then(
+          () => {
+            unreachable = undefined
+          },
+          (error: unknown) => {
+            if (unreachable === undefined) {
+              engine.logger.warn('ClickHouse is not reachable; rows are spooled until it is.', {
+                sink: 'clickhouse',
+                url: redact(o.url),
+                error: classify(error).summary,
+              })
+            }
+            unreachable = classify(error).summary
+          },
+        )
+        .finally(() => {
+          probing = undefined
+        })
+      return probing
+    }
+    void probe()
+    let closed = false
+    return {
+      write: (event) => writer.write(event),
+      flush: () => writer.flush(),
+      async close() {
+        closed = true
+        await probing
+        await writer.close()
+        await client.close()
+      },
+      health() {
+        // Until an insert says otherwise, the start-up probe is the only news; repeat it, one at a time.
+        if (unreachable !== undefined && !closed) void probe()
+        return writer.health(
+          unreachable !== undefined ? { state: 'degraded', detail: `server unreachable: ${unreachable}` } : undefined,
+        )
+      },
+    }
+  },
+  async migrate(o) {
+    const client = makeClient(o)
+    try {
+      return await migrateTables(httpRunner(client), target(o))
+    } finally {
+      await client.close()
+    }
+  },
+})
+
+/** The URL without user info, for logs. */
+function redact(url: string): string {
+  try {
+    const u = new URL(url)
+    u.username = ''
+    u.password = ''
+    return u.toString()
+  } catch {
+    return '(invalid url)'
+  }
+}

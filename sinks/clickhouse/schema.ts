@@ -1,0 +1,326 @@
+// The tables of spec/clickhouse-schema.md (events_v2, sessions_v2) as data, the DDL for a given server
+// version, and the idempotent migration both the `clickhouse` and the `chdb` sink run.
+//
+// One column list, adapted per server rather than weakened for all (spec "Storage"): 18.16 gets no
+// CODEC and needs allow_experimental_low_cardinality_type; 22.2+ gets a deduplication window on plain
+// MergeTree so that insert_deduplication_token works; cluster mode adds ON CLUSTER, Replicated engines
+// and a Distributed table sharded by user_id (research/scale-out.md §3.5).
+
+export interface Column {
+  name: string
+  type: string
+  /** Compression codec on servers that have codecs; omitted on 18.16 (a syntax error there). */
+  codec?: string
+}
+
+const DELTA = 'Delta(4), LZ4'
+const ZSTD = 'ZSTD(3)'
+const LC = 'LowCardinality(String)'
+
+/** events_v2, in the spec's order. */
+export const EVENT_COLUMNS: readonly Column[] = [
+  { name: 'timestamp', type: 'DateTime', codec: DELTA },
+  { name: 'name', type: LC },
+  { name: 'site_id', type: 'UInt64' },
+  { name: 'user_id', type: 'UInt64' },
+  { name: 'session_id', type: 'UInt64' },
+  { name: 'hostname', type: 'String', codec: ZSTD },
+  { name: 'pathname', type: 'String', codec: ZSTD },
+  { name: 'referrer', type: 'String', codec: ZSTD },
+  { name: 'referrer_source', type: 'String', codec: ZSTD },
+  { name: 'country_code', type: 'FixedString(2)' },
+  { name: 'screen_size', type: LC },
+  { name: 'operating_system', type: LC },
+  { name: 'browser', type: LC },
+  { name: 'utm_medium', type: 'String', codec: ZSTD },
+  { name: 'utm_source', type: 'String', codec: ZSTD },
+  { name: 'utm_campaign', type: 'String', codec: ZSTD },
+  { name: 'meta.key', type: 'Array(String)', codec: ZSTD },
+  { name: 'meta.value', type: 'Array(String)', codec: ZSTD },
+  { name: 'browser_version', type: LC },
+  { name: 'operating_system_version', type: LC },
+  { name: 'subdivision1_code', type: LC },
+  { name: 'subdivision2_code', type: LC },
+  { name: 'city_geoname_id', type: 'UInt32' },
+  { name: 'utm_content', type: 'String', codec: ZSTD },
+  { name: 'utm_term', type: 'String', codec: ZSTD },
+  { name: 'revenue_reporting_amount', type: 'Nullable(Decimal64(3))' },
+  { name: 'revenue_source_amount', type: 'Nullable(Decimal64(3))' },
+  { name: 'revenue_reporting_currency', type: 'FixedString(3)' },
+  { name: 'revenue_source_currency', type: 'FixedString(3)' },
+  { name: 'click_id_param', type: LC },
+  { name: 'scroll_depth', type: 'UInt8' },
+  { name: 'engagement_time', type: 'UInt32' },
+  { name: 'acquisition_channel', type: LC },
+]
+
+/** sessions_v2, in the spec's order. */
+export const SESSION_COLUMNS: readonly Column[] = [
+  { name: 'session_id', type: 'UInt64' },
+  { name: 'sign', type: 'Int8' },
+  { name: 'site_id', type: 'UInt64' },
+  { name: 'user_id', type: 'UInt64' },
+  { name: 'hostname', type: 'String' },
+  { name: 'timestamp', type: 'DateTime', codec: DELTA },
+  { name: 'start', type: 'DateTime', codec: DELTA },
+  { name: 'is_bounce', type: 'UInt8' },
+  { name: 'entry_page', type: 'String' },
+  { name: 'exit_page', type: 'String' },
+  { name: 'exit_page_hostname', type: 'String' },
+  { name: 'pageviews', type: 'Int32' },
+  { name: 'events', type: 'Int32' },
+  { name: 'duration', type: 'UInt32' },
+  { name: 'referrer', type: 'String' },
+  { name: 'referrer_source', type: 'String' },
+  { name: 'click_id_param', type: LC },
+  { name: 'utm_medium', type: 'String' },
+  { name: 'utm_source', type: 'String' },
+  { name: 'utm_campaign', type: 'String' },
+  { name: 'utm_content', type: 'String' },
+  { name: 'utm_term', type: 'String' },
+  { name: 'country_code', type: 'LowCardinality(FixedString(2))' },
+  { name: 'subdivision1_code', type: LC },
+  { name: 'subdivision2_code', type: LC },
+  { name: 'city_geoname_id', type: 'UInt32' },
+  { name: 'screen_size', type: LC },
+  { name: 'operating_system', type: LC },
+  { name: 'operating_system_version', type: LC },
+  { name: 'browser', type: LC },
+  { name: 'browser_version', type: LC },
+  { name: 'entry_meta.key', type: 'Array(String)' },
+  { name: 'entry_meta.value', type: 'Array(String)' },
+  { name: 'transferred_from', type: 'String' },
+  { name: 'acquisition_channel', type: LC },
+]
+
+/** What a server version can do, as far as our DDL and inserts care. */
+export interface ServerCaps {
+  version: string
+  /** Column CODEC(...) (19.11+; a syntax error on 18.16). */
+  codecs: boolean
+  /** LowCardinality needs allow_experimental_low_cardinality_type = 1 (18.x; the setting is gone today). */
+  lowCardinalitySetting: boolean
+  /** insert_deduplication_token and non_replicated_deduplication_window (22.2+). */
+  dedupTokens: boolean
+  /** ALTER TABLE … ADD COLUMN IF NOT EXISTS (19.x+; 18.16 rejects the syntax). */
+  addColumnIfNotExists: boolean
+}
+
+/** Capabilities from `SELECT version()` (e.g. `18.16.1`, `26.7.2.1`). */
+export function capsFor(version: string): ServerCaps {
+  const [major = 0, minor = 0] = version.trim().split('.').map(Number)
+  const atLeast = (M: number, m: number) => major > M || (major === M && minor >= m)
+  return {
+    version: version.trim(),
+    codecs: atLeast(19, 11),
+    lowCardinalitySetting: major < 19,
+    dedupTokens: atLeast(22, 2),
+    addColumnIfNotExists: atLeast(19, 1),
+  }
+}
+
+/** Settings every DDL statement needs on this server. */
+export function ddlSettings(caps: ServerCaps): Record<string, number> {
+  return caps.lowCardinalitySetting ? { allow_experimental_low_cardinality_type: 1 } : {}
+}
+
+/** Where the tables live. `cluster` empty = one server. */
+export interface TableTarget {
+  database: string
+  eventsTable: string
+  sessionsTable: string
+  /** A cluster of the server's `remote_servers`; enables ON CLUSTER, Replicated engines and Distributed tables. */
+  cluster: string
+}
+
+/** Deduplication window (blocks) set on our tables: it must outlast every retry of a batch by all writers. */
+export const DEDUP_WINDOW = 10_000
+
+/** Backquotes an identifier (`meta.key` needs it; names from options are validated but quoted anyway). */
+export function ident(name: string): string {
+  return `\`${name.replace(/\\/g, '\\\\').replace(/`/g, '\\`')}\``
+}
+
+/** `'…'` SQL string literal. */
+export function literal(text: string): string {
+  return `'${text.replace(/\\/g, '\\\\').replace(/'/g, "\\'")}'`
+}
+
+export function columnDDL(column: Column, caps: ServerCaps): string {
+  const codec = caps.codecs && column.codec ? ` CODEC(${column.codec})` : ''
+  return `${ident(column.name)} ${column.type}${codec}`
+}
+
+type Kind = 'events' | 'sessions'
+
+/** The table an insert goes to (the Distributed table in cluster mode). */
+export function insertTable(target: TableTarget, kind: Kind): string {
+  return kind === 'events' ? target.eventsTable : target.sessionsTable
+}
+
+/** The table that stores the rows: `<name>_local` in cluster mode, else the table itself. */
+export function storageTable(target: TableTarget, kind: Kind): string {
+  const name = insertTable(target, kind)
+  return target.cluster ? `${name}_local` : name
+}
+
+function onCluster(target: TableTarget): string {
+  return target.cluster ? ` ON CLUSTER ${ident(target.cluster)}` : ''
+}
+
+/** CREATE TABLE for the storage table of `kind`. */
+export function createTableSQL(target: TableTarget, kind: Kind, caps: ServerCaps): string {
+  const columns = kind === 'events' ? EVENT_COLUMNS : SESSION_COLUMNS
+  const table = storageTable(target, kind)
+  const name = `${ident(target.database)}.${ident(table)}`
+  const replicated = target.cluster !== ''
+  // The ZooKeeper path names the database and table so that two deployments on one cluster never meet.
+  const zkPath = literal(`/clickhouse/tables/{shard}/${target.database}/${table}`)
+  let engine: string
+  let layout: string
+  if (kind === 'events') {
+    engine = replicated ? `ReplicatedMergeTree(${zkPath}, '{replica}')` : 'MergeTree'
+    layout =
+      'PARTITION BY toYYYYMM(timestamp)\n' +
+      'PRIMARY KEY (site_id, toDate(timestamp), name, user_id)\n' +
+      'ORDER BY (site_id, toDate(timestamp), name, user_id, timestamp)\n' +
+      'SAMPLE BY user_id'
+  } else {
+    engine = replicated
+      ? `ReplicatedVersionedCollapsingMergeTree(${zkPath}, '{replica}', sign, events)`
+      : 'VersionedCollapsingMergeTree(sign, events)'
+    layout =
+      'PARTITION BY toYYYYMM(start)\n' +
+      'ORDER BY (site_id, toDate(start), user_id, session_id)\n' +
+      'SAMPLE BY user_id'
+  }
+  const settings = tableSettings(target, caps)
+  return (
+    `CREATE TABLE IF NOT EXISTS ${name}${onCluster(target)}\n(\n` +
+    columns.map((c) => `  ${columnDDL(c, caps)}`).join(',\n') +
+    `\n)\nENGINE = ${engine}\n${layout}` +
+    (settings ? `\nSETTINGS ${settings}` : '')
+  )
+}
+
+/**
+ * Table-level settings: a deduplication window large enough for retries (Replicated tables have one
+ * on every version, 100 blocks by default; plain MergeTree only from 22.2, off by default).
+ */
+function tableSettings(target: TableTarget, caps: ServerCaps): string {
+  if (target.cluster) return `replicated_deduplication_window = ${DEDUP_WINDOW}`
+  if (caps.dedupTokens) return `non_replicated_deduplication_window = ${DEDUP_WINDOW}`
+  return ''
+}
+
+/** The Distributed table readers and inserts use in cluster mode, sharded by user_id (a session stays on one shard). */
+export function createDistributedSQL(target: TableTarget, kind: Kind): string {
+  const table = insertTable(target, kind)
+  const local = storageTable(target, kind)
+  const db = ident(target.database)
+  return (
+    `CREATE TABLE IF NOT EXISTS ${db}.${ident(table)}${onCluster(target)} AS ${db}.${ident(local)}\n` +
+    `ENGINE = Distributed(${ident(target.cluster)}, ${db}, ${ident(local)}, user_id)`
+  )
+}
+
+/** What the migration needs from a server: the embedded engine and the HTTP client both provide it. */
+export interface SqlRunner {
+  /** Runs a statement that returns nothing. */
+  exec(sql: string, settings?: Record<string, string | number>): Promise<void>
+  /** Runs a SELECT and returns its rows (JSONEachRow, values as the server prints them). */
+  select(sql: string): Promise<Record<string, unknown>[]>
+}
+
+/**
+ * Creates the database and tables, adds columns that an older table lacks, raises the deduplication
+ * window. Idempotent: a second run changes nothing and says so. Returns one line per action.
+ */
+export async function migrateTables(run: SqlRunner, target: TableTarget): Promise<string[]> {
+  const [versionRow] = await run.select('SELECT version() AS version')
+  const caps = capsFor(String(versionRow?.version ?? ''))
+  const settings = ddlSettings(caps)
+  const lines: string[] = [`ClickHouse ${caps.version}${target.cluster ? `, cluster ${target.cluster}` : ''}`]
+  const db = target.database
+
+  // On a cluster every statement runs even when this host has the object: another host may lack it.
+  const dbExists = await run.select(`SELECT name FROM system.databases WHERE name = ${literal(db)}`)
+  if (dbExists.length === 0 || target.cluster)
+    await run.exec(`CREATE DATABASE IF NOT EXISTS ${ident(db)}${onCluster(target)}`)
+  if (dbExists.length === 0) lines.push(`created database ${db}`)
+
+  for (const kind of ['events', 'sessions'] as const) {
+    const wanted = kind === 'events' ? EVENT_COLUMNS : SESSION_COLUMNS
+    const tables = target.cluster
+      ? [storageTable(target, kind), insertTable(target, kind)]
+      : [insertTable(target, kind)]
+    for (const table of tables) {
+      const isDistributed = target.cluster !== '' && table === insertTable(target, kind)
+      const existing = await run.select(
+        `SELECT name, type FROM system.columns WHERE database = ${literal(db)} AND table = ${literal(table)}`,
+      )
+      if (existing.length === 0 || target.cluster) {
+        await run.exec(
+          isDistributed ? createDistributedSQL(target, kind) : createTableSQL(target, kind, caps),
+          settings,
+        )
+      }
+      if (existing.length === 0) {
+        lines.push(`created table ${db}.${table}${isDistributed ? ' (Distributed)' : ''}`)
+        continue
+      }
+      const types = new Map(existing.map((r) => [String(r.name), String(r.type)]))
+      let changed = false
+      for (const column of wanted) {
+        const type = types.get(column.name)
+        if (type === undefined) {
+          const ifNot = caps.addColumnIfNotExists ? 'IF NOT EXISTS ' : ''
+          await run.exec(
+            `ALTER TABLE ${ident(db)}.${ident(table)}${onCluster(target)} ADD COLUMN ${ifNot}${columnDDL(column, caps)}`,
+            settings,
+          )
+          lines.push(`added column ${db}.${table}.${column.name} ${column.type}`)
+          changed = true
+        } else if (normalizeType(type) !== normalizeType(column.type)) {
+          // Changing a type can rewrite a whole table; that is an operator's decision, not a migration's.
+          lines.push(`column ${db}.${table}.${column.name} has type ${type}, expected ${column.type}: left unchanged`)
+        }
+      }
+      if (!isDistributed) changed = (await raiseDedupWindow(run, target, table, caps, lines)) || changed
+      if (!changed) lines.push(`table ${db}.${table} is up to date`)
+    }
+  }
+  return lines
+}
+
+/** Tables created before this sink (or by hand) may lack the window that makes tokens work. */
+async function raiseDedupWindow(
+  run: SqlRunner,
+  target: TableTarget,
+  table: string,
+  caps: ServerCaps,
+  lines: string[],
+): Promise<boolean> {
+  const setting = target.cluster
+    ? 'replicated_deduplication_window'
+    : caps.dedupTokens
+      ? 'non_replicated_deduplication_window'
+      : undefined
+  // 18.16 cannot MODIFY SETTING; its plain MergeTree has no deduplication at all (documented gap).
+  if (!setting || !caps.dedupTokens) return false
+  const [row] = await run.select(
+    `SELECT engine_full FROM system.tables WHERE database = ${literal(target.database)} AND name = ${literal(table)}`,
+  )
+  const current = new RegExp(`${setting} = (\\d+)`).exec(String(row?.engine_full ?? ''))
+  if (current && Number(current[1]) >= DEDUP_WINDOW) return false
+  await run.exec(
+    `ALTER TABLE ${ident(target.database)}.${ident(table)}${onCluster(target)} MODIFY SETTING ${setting} = ${DEDUP_WINDOW}`,
+  )
+  lines.push(`set ${setting} = ${DEDUP_WINDOW} on ${target.database}.${table}`)
+  return true
+}
+
+/** Servers print `Decimal64(3)` as `Decimal(18, 3)`. */
+function normalizeType(type: string): string {
+  return type.replace(/Decimal64\((\d+)\)/g, 'Decimal(18, $1)').replace(/\s+/g, '')
+}
