@@ -6,7 +6,7 @@ import { resolve } from 'node:path'
 import type { ResolvedComponent, ResolvedConfig } from './config.ts'
 import { ConfigErrors } from './config.ts'
 import { AnalyticsEvent } from './event.ts'
-import { buildHttpApp, type HttpHost, listenApp } from './http.ts'
+import { buildHttpApp, type HttpHost, listenApp, ReadDeadlines } from './http.ts'
 import { createLogger, type Logger } from './logger.ts'
 import { Histogram, Metrics } from './metrics.ts'
 import type { ConfigIssue } from './options.ts'
@@ -48,6 +48,8 @@ export interface Engine {
   readonly sinks: readonly EngineSink[]
   readonly routes: readonly { plugin: string; route: Route }[]
   readonly pipeline: Pipeline
+  /** What dialects' routes get: tools (benchmarks, replays) use it to make events the same way. */
+  readonly ingest: Ingest
   readonly metrics: Metrics
   readonly logger: Logger
   /** Handles a request without a socket (tests, tools); `peerIp` stands for the TCP peer. */
@@ -227,13 +229,14 @@ export async function createEngine(config: ResolvedConfig, options: EngineOption
   let inFlight = 0
   let drained: (() => void) | undefined
   const handedPeers = new WeakMap<Request, string>()
+  const deadlines = new ReadDeadlines(config.server.bodyTimeoutMs)
   const host: HttpHost = {
     routes: routes.map((r) => r.route),
     ingest,
     metrics,
     logger,
     bodyLimit: config.server.bodyLimit,
-    bodyTimeoutMs: config.server.bodyTimeoutMs,
+    deadlines,
     health,
     peerOf: (request) => handedPeers.get(request),
     requestStarted: () => {
@@ -274,6 +277,7 @@ export async function createEngine(config: ResolvedConfig, options: EngineOption
         logger.error('A shutdown hook failed.', { error: (error as Error).message })
       }
     }
+    deadlines.stop()
     // Sinks last, so everything accepted during the drain is flushed or spooled.
     for (const s of sinks) {
       try {
@@ -294,6 +298,7 @@ export async function createEngine(config: ResolvedConfig, options: EngineOption
     sinks,
     routes,
     pipeline,
+    ingest,
     metrics,
     logger,
     handle(request, peerIp = '127.0.0.1') {

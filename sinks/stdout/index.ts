@@ -20,9 +20,12 @@ function stdoutWriter(): LineWriter {
   }
 }
 
-function line(table: string, row: JsonRow): string {
-  // `_table` first, so a reader can route a line before parsing the rest.
-  return `${JSON.stringify({ _table: table, ...row })}\n`
+const EVENTS_PREFIX = `{"_table":"${EVENTS_TABLE}",`
+const SESSIONS_PREFIX = `{"_table":"${SESSIONS_TABLE}",`
+
+/** `_table` first, so a reader can route a line before parsing the rest; spliced in, not spread. */
+function line(prefix: string, row: JsonRow): string {
+  return `${prefix}${JSON.stringify(row).slice(1)}\n`
 }
 
 export default defineSink({
@@ -108,8 +111,8 @@ export function createLineSink(
 
   return {
     write(event: Parameters<typeof eventRow>[0]) {
-      if (events) lines.push(line(EVENTS_TABLE, eventRow(event)))
-      if (sessions) for (const s of event.sessionRows) lines.push(line(SESSIONS_TABLE, sessionRow(s)))
+      if (events) lines.push(line(EVENTS_PREFIX, eventRow(event)))
+      if (sessions) for (const s of event.sessionRows) lines.push(line(SESSIONS_PREFIX, sessionRow(s)))
       schedule()
     },
     flush,
