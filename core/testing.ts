@@ -24,6 +24,8 @@ export interface TestEngineOptions {
 export function testServices(options: TestEngineOptions = {}): EngineServices & { closeAll(): Promise<void> } {
   const baseDir = options.baseDir ?? process.cwd()
   const closers: (() => void | Promise<void>)[] = []
+  // Made on first use only: most plugin tests never touch it, and thousands of empty folders add up.
+  let stateDir = options.stateDir
   return {
     sites: createSiteTable(options.sites ?? 'any'),
     server: {
@@ -37,7 +39,10 @@ export function testServices(options: TestEngineOptions = {}): EngineServices & 
     },
     logger: silentLogger,
     baseDir,
-    stateDir: options.stateDir ?? mkdtempSync(join(tmpdir(), 'analytics-test-')),
+    get stateDir() {
+      stateDir ??= mkdtempSync(join(tmpdir(), 'analytics-test-'))
+      return stateDir
+    },
     resolvePath: (p) => resolve(baseDir, p),
     onClose: (fn) => closers.push(fn),
     async closeAll() {
