@@ -3,7 +3,7 @@
 //   const result = await runPlugin(plugin, { lists: [fixture('spammers.txt')] }, { referrerUrl: 'https://spam.example/a' })
 //   expect(result.dropped).toBe('spam_referrer')
 
-import { mkdtempSync } from 'node:fs'
+import { mkdtempSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join, resolve } from 'node:path'
 import type { TSchema } from '@sinclair/typebox'
@@ -126,7 +126,8 @@ export async function startTestEngine(config: Record<string, unknown>, baseDir =
   const { resolveConfig } = await import('./config.ts')
   const { createEngine } = await import('./engine.ts')
   const sinks = [...((config.sinks as unknown[] | undefined) ?? []), 'memory']
-  const raw = { stateDir: mkdtempSync(join(tmpdir(), 'analytics-state-')), ...config, sinks }
+  const ownState = config.stateDir === undefined ? mkdtempSync(join(tmpdir(), 'analytics-state-')) : undefined
+  const raw = { stateDir: ownState, ...config, sinks }
   const resolved = await resolveConfig(raw, { source: '(test)', baseDir, env: undefined, vars: process.env })
   const engine = await createEngine(resolved, { logger: silentLogger })
   const memory = engine.sinks.find((s) => s.name === 'memory')!
@@ -142,7 +143,10 @@ export async function startTestEngine(config: Record<string, unknown>, baseDir =
     },
     events: () => memory.events,
     sessions: () => memory.sessions,
-    close: () => engine.shutdown(),
+    async close() {
+      await engine.shutdown()
+      if (ownState) rmSync(ownState, { recursive: true, force: true })
+    },
   }
 }
 
