@@ -122,6 +122,11 @@ export function createChdbSink(module = 'chdb') {
             settings: { insert_deduplication_token: batch.id, input_format_skip_unknown_fields: 0 },
           })
         },
+        // Tables dropped under a running sink: the folder is the sink's own, so it recreates them.
+        async createMissing() {
+          if (worker.version === undefined) await worker.open()
+          return migrateTables(runner(worker), target(o))
+        },
       }
       const spoolDir = o.spoolDir ? engine.resolvePath(o.spoolDir) : `${engine.stateDir}/spool/chdb`
       const writer = await openTableWriter({

@@ -180,4 +180,42 @@ describe('delivery lane', () => {
     expect(lane.health()).toMatchObject({ spoolProblem: undefined, queuedRows: 0 })
     await lane.close()
   })
+
+  test('a missing table makes the lane migrate once per attempt and retry at once', async () => {
+    /** Answers UNKNOWN_TABLE until its migration has run; the migration fails while `ddlFails`. */
+    class EmptyServer extends FakeServer {
+      tables = false
+      ddlFails = true
+      migrations = 0
+      override async insert(table: string, batch: Batch): Promise<void> {
+        this.attempts.push(batch.id)
+        if (!this.tables)
+          throw new Error(`Code: 60, e.displayText() = DB::Exception: Table analytics.${table} doesn't exist.`)
+        this.stored.push(...new TextDecoder().decode(batch.payload).split('\n'))
+      }
+      async createMissing(): Promise<string[]> {
+        this.migrations++
+        if (this.ddlFails) throw Object.assign(new Error('connect ECONNREFUSED'), { code: 'ECONNREFUSED' })
+        this.tables = true
+        return ['created table analytics.events_v2']
+      }
+    }
+    const server = new EmptyServer()
+    const { lane, stats, logs } = await setup(server)
+    for (let i = 0; i < 3; i++) lane.add(line(i))
+    await lane.flush()
+    await until(() => server.migrations >= 3)
+    // Every attempt tried one migration, no more: attempts and migrations go in step with the backoff.
+    expect(server.migrations).toBeLessThanOrEqual(server.attempts.length)
+    expect(server.stored).toEqual([])
+    server.ddlFails = false
+    await until(() => server.stored.length === 3)
+    expect(server.stored).toEqual([line(0), line(1), line(2)])
+    // The successful migration and the insert after it happened in the same attempt.
+    expect(server.attempts.at(-1)).toBe(server.attempts.at(-2))
+    expect(stats.deadLetters).toBe(0)
+    expect(lane.health().failure).toBeUndefined()
+    expect(logs.some((l) => l.includes('the sink migrated and retries'))).toBe(true)
+    await lane.close()
+  })
 })

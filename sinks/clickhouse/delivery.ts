@@ -16,6 +16,9 @@
 // - Transient failures are retried forever with capped exponential backoff; malformed batches go to
 //   the dead-letter file, counted; nothing else is ever dropped, except when the spool is full and the
 //   memory allowance is spent too, which is counted in rowsFailed and logged.
+// - An insert that finds its database or table missing (a server that was down or empty when the
+//   engine started, so the start-up migration could not run) makes the lane ask the inserter to
+//   create them, at most once per attempt, and retry that insert at once.
 
 import { randomUUID } from 'node:crypto'
 import { join } from 'node:path'
@@ -44,7 +47,16 @@ export interface Batch {
 /** How a sink puts one batch into one table. Throws on failure; `classify` (errors.ts) reads the error. */
 export interface Inserter {
   insert(table: string, batch: Batch): Promise<void>
+  /**
+   * Creates the database and tables (the sink's own migration) and returns what it did. Lanes call it
+   * when an insert fails with UNKNOWN_DATABASE or UNKNOWN_TABLE, then retry that insert once; both
+   * lanes may call at the same time. Absent: such a failure waits for an operator's `migrate`.
+   */
+  createMissing?(): Promise<string[]>
 }
+
+/** UNKNOWN_TABLE, UNKNOWN_DATABASE: nothing was written, and the migration creates what is missing. */
+const MISSING_CODES = new Set([60, 81])
 
 export interface LaneOptions {
   /** The table name, for the inserter, logs and dead letters. */
@@ -262,11 +274,15 @@ export class Lane {
         if (!batch) return this.closing
       }
       if (this.failure !== undefined) this.o.stats.retries++
-      const started = performance.now()
-      try {
-        await this.o.inserter.insert(this.o.table, batch)
-      } catch (error) {
-        const failure = classify(error)
+      let started = performance.now()
+      let failure = await this.attempt(batch)
+      // Missing database or table: nothing was written, so create them and try this batch once more.
+      if (failure?.code !== undefined && MISSING_CODES.has(failure.code) && (await this.createMissing(failure))) {
+        this.o.stats.retries++
+        started = performance.now()
+        failure = await this.attempt(batch)
+      }
+      if (failure) {
         if (failure.kind !== 'malformed') {
           this.fail(failure)
           continue
@@ -283,6 +299,39 @@ export class Lane {
       this.failure = undefined
       this.retryDelay = 0
       await this.remove(entry, batch)
+    }
+  }
+
+  /** One insert; the failure, or undefined on success. */
+  private async attempt(batch: Batch): Promise<Failure | undefined> {
+    try {
+      await this.o.inserter.insert(this.o.table, batch)
+      return undefined
+    } catch (error) {
+      return classify(error)
+    }
+  }
+
+  /** Runs the inserter's migration after `failure` (a missing database or table); true when it ran. */
+  private async createMissing(failure: Failure): Promise<boolean> {
+    if (!this.o.inserter.createMissing) return false
+    try {
+      const actions = await this.o.inserter.createMissing()
+      this.o.logger.info('An insert found its database or table missing; the sink migrated and retries.', {
+        sink: this.o.sink,
+        table: this.o.table,
+        error: failure.summary,
+        actions,
+      })
+      return true
+    } catch (error) {
+      this.o.logger.throttled(
+        `${this.o.sink}:${this.o.table}:create-missing`,
+        'warn',
+        'An insert found its database or table missing and the migration failed; retrying with backoff.',
+        { sink: this.o.sink, table: this.o.table, error: failure.summary, migration: classify(error).summary },
+      )
+      return false
     }
   }
 

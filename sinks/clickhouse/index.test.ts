@@ -142,6 +142,7 @@ describe('options', () => {
       flushIntervalMs: 1000,
       compression: 'gzip',
       spoolLimitMb: 1024,
+      autoMigrate: true,
       cluster: '',
     })
   })
@@ -232,8 +233,28 @@ describe.skipIf(!clickhouseBinary)('against ClickHouse 18.16', () => {
     expect(await ch.query('SELECT count() FROM plain.events_v2')).toBe('60\n')
   }, 30_000)
 
-  test('a missing table keeps rows spooled and says to migrate', async () => {
-    const options = { url: ch.url, database: 'nothere', flushIntervalMs: 20, retryMaxMs: 50 }
+  test('a missing database is created by the sink itself, and the rows arrive', async () => {
+    const options = { url: ch.url, database: 'selfmade', flushIntervalMs: 20, retryMaxMs: 50 }
+    const { sink, stats } = await setupSink(clickhouse, options)
+    const events = realisticEvents(6, 5)
+    for (const e of events) sink.write(e)
+    await sink.flush()
+    const rows = events.length + events.reduce((n, e) => n + e.sessionRows.length, 0)
+    await until(() => stats.rowsWritten === rows, 10_000, 'delivery')
+    expect(sink.health()).toMatchObject({ state: 'ok', spoolBytes: 0 })
+    expect(stats.deadLetters).toBe(0)
+    expect(await ch.query('SELECT count() FROM selfmade.events_v2')).toBe('6\n')
+    // The tables are the migration's: a second migration finds nothing to do.
+    const again = await clickhouse.migrate!(sinkOptions(clickhouse, options), scratchServices())
+    expect(again.slice(1)).toEqual([
+      'table selfmade.events_v2 is up to date',
+      'table selfmade.sessions_v2 is up to date',
+    ])
+    await sink.close()
+  }, 30_000)
+
+  test('with autoMigrate off, a missing table keeps rows spooled and says to migrate', async () => {
+    const options = { url: ch.url, database: 'nothere', flushIntervalMs: 20, retryMaxMs: 50, autoMigrate: false }
     const { sink, stats } = await setupSink(clickhouse, options)
     for (const e of realisticEvents(3)) sink.write(e)
     await sink.flush()
@@ -242,6 +263,7 @@ describe.skipIf(!clickhouseBinary)('against ClickHouse 18.16', () => {
     expect(sink.health().state).toBe('degraded')
     expect(sink.health().detail).toContain('UNKNOWN_DATABASE')
     expect(stats.deadLetters).toBe(0)
+    expect(await ch.query("SELECT count() FROM system.databases WHERE name = 'nothere'")).toBe('0\n')
     await clickhouse.migrate!(sinkOptions(clickhouse, options), scratchServices())
     while (sink.health().state !== 'ok' && Date.now() < deadline + 5000) await Bun.sleep(20)
     expect(await ch.query('SELECT count() FROM nothere.events_v2')).toBe('3\n')

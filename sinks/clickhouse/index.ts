@@ -72,6 +72,11 @@ const options = Type.Object(
       description:
         'File of batches the server rejected as malformed (JSON lines); empty = <spoolDir>/dead-letters.ndjson.',
     }),
+    autoMigrate: Type.Boolean({
+      default: true,
+      description:
+        'When an insert finds the database or a table missing (the server was down or empty when the engine started), run the migration and retry; off = wait for the migrate command.',
+    }),
     cluster: Type.String({
       default: '',
       description:
@@ -127,10 +132,24 @@ function httpRunner(client: ClickHouseClient): SqlRunner {
 /** Inserts over HTTP; knows the server version, probed once and again after a connection failure. */
 class HttpInserter implements Inserter {
   private caps: ServerCaps | undefined
+  private migrating: Promise<string[]> | undefined
+  readonly createMissing?: () => Promise<string[]>
+
   constructor(
     private readonly client: ClickHouseClient,
     private readonly target: TableTarget,
-  ) {}
+    autoMigrate: boolean,
+  ) {
+    // Both lanes find the tables missing at once: one migration serves them both.
+    if (autoMigrate) {
+      this.createMissing = () => {
+        this.migrating ??= migrateTables(httpRunner(this.client), this.target).finally(() => {
+          this.migrating = undefined
+        })
+        return this.migrating
+      }
+    }
+  }
 
   async probe(): Promise<ServerCaps> {
     if (this.caps) return this.caps
@@ -183,7 +202,7 @@ export default defineSink({
   options,
   async setup(o, engine, stats) {
     const client = makeClient(o)
-    const inserter = new HttpInserter(client, target(o))
+    const inserter = new HttpInserter(client, target(o), o.autoMigrate)
     const spoolDir = spoolDirOf(o, engine)
     const writer = await openTableWriter({
       sink: 'clickhouse',
