@@ -167,28 +167,11 @@ export async function main(argv: string[]): Promise<number> {
     return lines.some((l) => l.includes('migration failed')) ? 1 : 0
   }
 
-  if (args.migrate) {
-    for (const line of await engine.migrate()) engine.logger.info('Migration.', { detail: line })
-  }
-  let address: { port: number; hostname: string }
-  try {
-    address = await engine.listen()
-  } catch (error) {
-    engine.logger.error('Cannot listen.', { error: (error as Error).message })
-    await engine.shutdown()
-    return 2
-  }
-  engine.logger.info('Listening.', {
-    url: `http://${address.hostname}:${address.port}`,
-    config: config.source,
-    env: config.env,
-    pipeline: engine.pipeline.steps.map((s) => s.name),
-    sinks: engine.sinks.map((s) => s.name),
-  })
-
-  // `bun run` forwards signals, so a signal sent to the process group arrives twice: the second one
-  // must not cut the flush short. Shutdown runs once; later signals only log.
-  return new Promise<number>((done) => {
+  // Signal handlers come first: a SIGTERM that arrives while migrating or just after "Listening." must
+  // still flush. `bun run` forwards signals, so a signal sent to the process group arrives twice: the
+  // second one must not cut the flush short. Shutdown runs once; later signals only log.
+  let stopping = false
+  const stopped = new Promise<number>((done) => {
     let signals = 0
     const onSignal = (signal: string) => {
       signals++
@@ -196,6 +179,7 @@ export async function main(argv: string[]): Promise<number> {
         engine.logger.info('Shutdown already in progress; finishing the flush.', { signal })
         return
       }
+      stopping = true
       engine.logger.info('Shutting down: no new requests, draining, flushing sinks.', { signal })
       engine.shutdown().then(
         () => {
@@ -229,6 +213,27 @@ export async function main(argv: string[]): Promise<number> {
       })
     })
   })
+
+  if (args.migrate) {
+    for (const line of await engine.migrate()) engine.logger.info('Migration.', { detail: line })
+  }
+  if (stopping) return stopped
+  let address: { port: number; hostname: string }
+  try {
+    address = await engine.listen()
+  } catch (error) {
+    engine.logger.error('Cannot listen.', { error: (error as Error).message })
+    await engine.shutdown()
+    return 2
+  }
+  engine.logger.info('Listening.', {
+    url: `http://${address.hostname}:${address.port}`,
+    config: config.source,
+    env: config.env,
+    pipeline: engine.pipeline.steps.map((s) => s.name),
+    sinks: engine.sinks.map((s) => s.name),
+  })
+  return stopped
 }
 
 if (import.meta.main) {

@@ -52,7 +52,8 @@ export const ServerSchema = Type.Object(
         minimum: 1,
         maximum: 255,
         default: 10,
-        description: 'Connections idle this long are closed (Bun; headers that trickle in count as idle).',
+        description:
+          'Connections idle this long are closed (Bun only; Bun checks about every 4 s, so small values round up).',
       }),
     ),
     shutdownTimeoutMs: Type.Optional(

@@ -6,7 +6,7 @@ import { resolve } from 'node:path'
 import type { ResolvedComponent, ResolvedConfig } from './config.ts'
 import { ConfigErrors } from './config.ts'
 import { AnalyticsEvent } from './event.ts'
-import { buildHttpApp, type HttpHost, listenApp, ReadDeadlines } from './http.ts'
+import { buildHttpApp, type HttpHost, listenApp, ReadDeadlines, withRoutableUrl } from './http.ts'
 import { createLogger, type Logger } from './logger.ts'
 import { Histogram, Metrics } from './metrics.ts'
 import type { ConfigIssue } from './options.ts'
@@ -302,8 +302,9 @@ export async function createEngine(config: ResolvedConfig, options: EngineOption
     metrics,
     logger,
     handle(request, peerIp = '127.0.0.1') {
-      handedPeers.set(request, peerIp)
-      return app.handle(request)
+      const routable = withRoutableUrl(request)
+      handedPeers.set(routable, peerIp)
+      return app.handle(routable)
     },
     async listen() {
       listener = await listenApp(app, {
@@ -313,8 +314,9 @@ export async function createEngine(config: ResolvedConfig, options: EngineOption
         maxRequestBodySize: config.server.bodyLimit + 1,
         idleTimeoutSeconds: config.server.idleTimeoutSeconds,
         fetch: (request, peer) => {
-          handedPeers.set(request, peer)
-          return app.handle(request)
+          const routable = withRoutableUrl(request)
+          handedPeers.set(routable, peer)
+          return app.handle(routable)
         },
       })
       return { port: listener.port, hostname: listener.hostname }

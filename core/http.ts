@@ -307,3 +307,15 @@ export async function listenApp(
     },
   }
 }
+
+/**
+ * Elysia finds the path by searching for '/' from the 12th character of the URL, so a URL whose
+ * host has fewer than four characters (`Host: x` is valid HTTP/1.1) would not route; such a
+ * request is rebuilt on localhost. Bun's native router (listenApp on Bun) is not affected.
+ */
+export function withRoutableUrl(request: Request): Request {
+  const url = request.url
+  const pathStart = url.indexOf('/', url.indexOf('//') + 2)
+  if (pathStart < 0 || pathStart >= 11) return request
+  return new Request(`http://localhost${url.slice(pathStart)}`, request)
+}

@@ -102,12 +102,12 @@ export class Pipeline {
 
   private fault(event: AnalyticsEvent, step: Step, error: unknown): Drop {
     this.metrics.drop(PLUGIN_ERROR, event.site?.label ?? 'other')
-    const e = error instanceof Error ? error : new Error(String(error))
     // The message may quote request data: cut it, and log once per interval per plugin.
+    const { name, detail } = describeThrown(error)
     this.logger.throttled(`plugin_error:${step.name}`, 'error', 'A plugin threw on an event; the event was dropped.', {
       plugin: step.name,
-      error: e.name,
-      detail: e.message.slice(0, 200),
+      error: name,
+      detail,
     })
     return PLUGIN_ERROR_DROP
   }
@@ -124,5 +124,21 @@ export class Pipeline {
         })
       }
     }
+  }
+}
+
+/**
+ * A name and a short message for anything a plugin may throw: an Error, a string, `null`, an object
+ * without a prototype or with a throwing toString. Describing the fault must never fault itself.
+ */
+export function describeThrown(error: unknown): { name: string; detail: string } {
+  try {
+    if (error instanceof Error) {
+      const message = typeof error.message === 'string' ? error.message : '(no message)'
+      return { name: typeof error.name === 'string' ? error.name : 'Error', detail: message.slice(0, 200) }
+    }
+    return { name: typeof error, detail: String(error).slice(0, 200) }
+  } catch {
+    return { name: typeof error, detail: '(cannot be described)' }
   }
 }

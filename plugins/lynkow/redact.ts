@@ -68,7 +68,9 @@ export function redactEmails(text: string): string {
 
 /** Whether text[from..to) looks like `label.label…tld`, the last label two letters or more. */
 function validDomain(text: string, from: number, to: number): boolean {
-  const dot = text.lastIndexOf('.', to - 1)
+  // Searched within [from, to) only: lastIndexOf would run back to the start of the text each time.
+  let dot = to - 1
+  while (dot > from && text.charCodeAt(dot) !== 46) dot--
   if (dot <= from || dot >= to - 2) return false
   for (let i = dot + 1; i < to; i++) {
     const c = text.charCodeAt(i) | 0x20

@@ -13,6 +13,7 @@ import plugin, {
   sanitiseProps,
   utf8Length,
 } from './index.ts'
+import { parseWithoutRecursion } from './json.ts'
 
 /** Props as the dialect sees them: decoded from the JSON text of a body. */
 function fromJson(text: string, name = 'Signup', pathname = '/page') {
@@ -229,5 +230,24 @@ describe('the props plugin', () => {
     const instance = await setupPlugin(plugin, {})
     expect(instance.run).toBeUndefined()
     await expect(setupPlugin(plugin, { max: 10 })).rejects.toThrow()
+  })
+})
+
+describe('parseJson on nesting deeper than the reviver can walk', () => {
+  test('keeps float text beside a 10^4-deep array, like the recursive parse', () => {
+    const deep = `${'['.repeat(10_000)}${']'.repeat(10_000)}`
+    const value = parseJson(
+      `{"price":2.0,"big":12345678901234567890,"s":"a\\"b","o":{"__proto__":1},"deep":${deep}}`,
+    ) as Record<string, unknown>
+    expect(value.price).toEqual(new RawNumber(2, true, '2.0'))
+    expect((value.big as RawNumber).source).toBe('12345678901234567890')
+    expect(value.s).toBe('a"b')
+    expect(Object.keys(value.o as object)).toEqual(['__proto__'])
+    expect(({} as Record<string, unknown>).polluted).toBeUndefined()
+  })
+
+  test('gives the same result as the recursive parse on ordinary bodies', () => {
+    const text = '{"a":[1,2.5,{"b":null,"c":true,"d":false}],"e":"x","f":-0.0,"g":1e3,"h":[]}'
+    expect(parseWithoutRecursion(text)).toEqual(parseJson(text) as object)
   })
 })

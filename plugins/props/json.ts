@@ -55,13 +55,130 @@ function keepSource(_key: string, value: unknown, context?: { source?: string })
  * @example parseJson('{"a":2.0,"b":3}') // { a: RawNumber { value: 2, isFloat: true, source: '2.0' }, b: 3 }
  */
 export function parseJson(text: string, needsSource?: (plain: unknown) => boolean): unknown {
+  let plain: unknown
   try {
-    if (needsSource === undefined) return NEEDS_SOURCE.test(text) ? JSON.parse(text, keepSource) : JSON.parse(text)
-    const plain: unknown = JSON.parse(text)
-    return needsSource(plain) && NEEDS_SOURCE.test(text) ? JSON.parse(text, keepSource) : plain
+    plain = JSON.parse(text)
   } catch {
     return INVALID_JSON
   }
+  if (needsSource !== undefined && !needsSource(plain)) return plain
+  if (!NEEDS_SOURCE.test(text)) return plain
+  try {
+    return JSON.parse(text, keepSource)
+  } catch (error) {
+    // A number beyond the double range makes the text invalid where it is read. Anything else is
+    // the reviver's recursion overflowing on deep nesting: parse again without recursion.
+    if (error instanceof NonFiniteNumber) return INVALID_JSON
+    try {
+      return parseWithoutRecursion(text)
+    } catch (again) {
+      return again instanceof NonFiniteNumber ? INVALID_JSON : plain
+    }
+  }
+}
+
+type Container =
+  | { kind: 'array'; value: unknown[] }
+  | { kind: 'object'; value: Record<string, unknown>; key: string | undefined }
+
+/**
+ * The same result as `JSON.parse(text, keepSource)` for text already known to be valid JSON, with an
+ * explicit stack instead of recursion, for bodies nested deeper than the reviver can walk.
+ */
+export function parseWithoutRecursion(text: string): unknown {
+  const stack: Container[] = []
+  let i = 0
+  let root: unknown
+  let done = false
+  const skipSpace = () => {
+    while (i < text.length) {
+      const c = text.charCodeAt(i)
+      if (c !== 0x20 && c !== 0x0a && c !== 0x0d && c !== 0x09) break
+      i++
+    }
+  }
+  const put = (value: unknown) => {
+    const top = stack[stack.length - 1]
+    if (top === undefined) {
+      root = value
+      done = true
+    } else if (top.kind === 'array') top.value.push(value)
+    else {
+      // Own data properties, as JSON.parse makes them (a `__proto__` key stays a plain key).
+      Object.defineProperty(top.value, top.key!, { value, enumerable: true, writable: true, configurable: true })
+      top.key = undefined
+    }
+  }
+  const readString = (): string => {
+    const start = i
+    i++
+    while (i < text.length) {
+      const c = text.charCodeAt(i)
+      if (c === 0x5c) i += 2
+      else if (c === 0x22) break
+      else i++
+    }
+    i++
+    return JSON.parse(text.slice(start, i)) as string
+  }
+  while (!done || stack.length > 0) {
+    skipSpace()
+    const c = text.charCodeAt(i)
+    const top = stack[stack.length - 1]
+    if (top?.kind === 'object' && top.key === undefined) {
+      if (c === 0x7d) {
+        i++
+        stack.pop()
+        put(top.value)
+        continue
+      }
+      if (c === 0x2c) {
+        i++
+        continue
+      }
+      top.key = readString()
+      skipSpace()
+      i++ // the colon
+      continue
+    }
+    if (c === 0x5d && top?.kind === 'array') {
+      i++
+      stack.pop()
+      put(top.value)
+      continue
+    }
+    if (c === 0x2c) {
+      i++
+      continue
+    }
+    if (c === 0x7b) {
+      i++
+      stack.push({ kind: 'object', value: {}, key: undefined })
+    } else if (c === 0x5b) {
+      i++
+      stack.push({ kind: 'array', value: [] })
+    } else if (c === 0x22) put(readString())
+    else if (c === 0x74) {
+      i += 4
+      put(true)
+    } else if (c === 0x66) {
+      i += 5
+      put(false)
+    } else if (c === 0x6e) {
+      i += 4
+      put(null)
+    } else {
+      const start = i
+      while (i < text.length) {
+        const d = text.charCodeAt(i)
+        if ((d >= 0x30 && d <= 0x39) || d === 0x2d || d === 0x2b || d === 0x2e || d === 0x65 || d === 0x45) i++
+        else break
+      }
+      const source = text.slice(start, i)
+      put(keepSource('', Number(source), { source }))
+    }
+  }
+  return root
 }
 
 /**

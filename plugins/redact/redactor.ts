@@ -65,7 +65,9 @@ export function redactEmails(s: string): string {
     let end = at + sepLength
     while (end < s.length && isDomain(s.charCodeAt(end))) end++
     while (end > at + sepLength && !isLetter(s.charCodeAt(end - 1)) && !isDigit(s.charCodeAt(end - 1))) end--
-    const dot = s.lastIndexOf('.', end - 1)
+    // The last dot within the domain only: lastIndexOf would run back to the start of the text.
+    let dot = end - 1
+    while (dot > at + sepLength && s.charCodeAt(dot) !== 46) dot--
     let tldOk = dot > at + sepLength && end - dot - 1 >= 2
     for (let k = dot + 1; tldOk && k < end; k++) tldOk = isLetter(s.charCodeAt(k))
     if (start === at || !tldOk) {

@@ -82,9 +82,12 @@ function hostOf(s: string, start: number, end: number): string {
   }
   const colon = s.indexOf(':', start)
   const hostEnd = colon >= 0 && colon < end ? colon : end
-  let host = s.slice(start, hostEnd)
+  const host = s.slice(start, hostEnd)
   // Brackets that do not form a valid `[v6]` are trimmed like upstream does (leading `[`, trailing `]`).
-  if (host.charCodeAt(0) === 91) host = host.replace(/^\[+/, '')
-  if (host.charCodeAt(host.length - 1) === 93) host = host.replace(/\]+$/, '')
-  return host
+  // Loops, not /\]+$/: that regex is quadratic on a run of `]` followed by another character.
+  let from = 0
+  while (from < host.length && host.charCodeAt(from) === 91) from++
+  let to = host.length
+  while (to > from && host.charCodeAt(to - 1) === 93) to--
+  return from === 0 && to === host.length ? host : host.slice(from, to)
 }

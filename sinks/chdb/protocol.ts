@@ -60,7 +60,8 @@ export class ChdbWorker {
   }
 
   private spawn(): Worker {
-    const worker = new Worker(new URL('./worker.ts', import.meta.url))
+    // `type: 'module'`: Deno supports only module workers; Bun accepts it too.
+    const worker = new Worker(new URL('./worker.ts', import.meta.url), { type: 'module' })
     refs(worker).unref?.()
     worker.onmessage = (event: MessageEvent<Response>) => {
       const response = event.data

@@ -16,6 +16,7 @@ import { close, fdatasync, mkdirSync, open, read, write } from 'node:fs'
 import { appendFile, mkdir, readdir, rm, stat, truncate } from 'node:fs/promises'
 import { dirname, join } from 'node:path'
 import { promisify } from 'node:util'
+import { crc32 } from 'node:zlib'
 import type { Logger } from '../../core/logger.ts'
 
 /** One batch as the spool stores it. */
@@ -160,7 +161,7 @@ export class Spool {
   append(record: SpoolRecord): Promise<void> {
     return this.serial(async () => {
       if (this.closed) throw new Error('spool is closed')
-      const crc = Bun.hash.crc32(record.payload)
+      const crc = crc32(record.payload)
       const header = headerOf(record, crc)
       const size = header.length + record.payload.length + 1
       if (!this.budget.hasRoom(size)) throw new SpoolFullError('spool is full')
@@ -195,7 +196,7 @@ export class Spool {
     try {
       const buf = new Uint8Array(entry.length)
       const bytesRead = await readAt(fd, buf, entry.offset)
-      if (bytesRead !== entry.length || Bun.hash.crc32(buf) !== entry.crc) {
+      if (bytesRead !== entry.length || crc32(buf) !== entry.crc) {
         throw new SpoolCorruptError(`spool record ${entry.id} in segment ${entry.segment} failed its checksum`)
       }
       return buf
@@ -378,7 +379,7 @@ async function recoverSegment(dir: string, seq: number, logger: Logger | undefin
       if (end === size) {
         const buf = new Uint8Array(entry.length)
         await readAt(fd, buf, entry.offset)
-        if (Bun.hash.crc32(buf) !== entry.crc) break
+        if (crc32(buf) !== entry.crc) break
       }
       entries.push(entry)
       at = end
