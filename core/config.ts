@@ -93,16 +93,20 @@ export const SiteSchema = Type.Object(
 )
 
 /** `name`, or `{ name: options }`, or `{ ./path/to/plugin.ts: options }`. */
-const ComponentEntry = Type.Union([
-  Type.String({ minLength: 1 }),
-  Type.Record(Type.String({ minLength: 1 }), Type.Unknown(), { minProperties: 1, maxProperties: 1 }),
-])
+const ComponentEntry = Type.Union(
+  [
+    Type.String({ minLength: 1 }),
+    Type.Record(Type.String({ minLength: 1 }), Type.Unknown(), { minProperties: 1, maxProperties: 1 }),
+  ],
+  { errorMessage: 'expected a name, or a mapping of one name (or ./path) to its options' },
+)
 
 const TopLevel = {
   server: Type.Optional(ServerSchema),
   sites: Type.Optional(
     Type.Union([Type.Literal('any'), Type.Array(SiteSchema)], {
       description: 'The sites to accept, or `any` to accept every domain (site ids derived from the domain).',
+      errorMessage: 'expected `any` or a list of sites',
     }),
   ),
   plugins: Type.Optional(

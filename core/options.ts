@@ -77,6 +77,8 @@ function jsonType(value: unknown): string {
 function describe(message: string, value: unknown, schema: TSchema): string {
   // TypeBox says "Unexpected property" without naming it when additionalProperties is false.
   if (message === 'Unexpected property') return 'unknown option'
+  // A union whose branches all fail says only "expected union value"; a schema can say better.
+  if (typeof schema.errorMessage === 'string') return schema.errorMessage
   const lower = message.charAt(0).toLowerCase() + message.slice(1)
   if (schema.description && value === undefined) return `${lower} (${schema.description})`
   return lower
