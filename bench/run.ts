@@ -211,7 +211,7 @@ async function main() {
     const delayMs = 10
     const conns = Math.max(1, Math.round((rate * delayMs) / 1000))
     const r = await runOnce(v, port++, (p) =>
-      wrk(p, join(root, 'bench/replay-rate.lua'), [join(out, 'corpus.tsv'), '9', String(delayMs)], seconds, conns),
+      wrk(p, join(root, 'bench/replay.lua'), [join(out, 'corpus.tsv'), '9', String(delayMs)], seconds, conns),
     )
     fixed.set(v.name, { ...r, rate })
     console.error(

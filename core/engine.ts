@@ -5,7 +5,7 @@ import { mkdirSync } from 'node:fs'
 import { resolve } from 'node:path'
 import type { ResolvedComponent, ResolvedConfig } from './config.ts'
 import { ConfigErrors } from './config.ts'
-import { AnalyticsEvent } from './event.ts'
+import { eventFromRequest } from './event.ts'
 import { buildHttpApp, type HttpHost, listenApp, ReadDeadlines, withRoutableUrl } from './http.ts'
 import { createLogger, type Logger } from './logger.ts'
 import { Histogram, Metrics } from './metrics.ts'
@@ -16,7 +16,6 @@ import {
   type Drop,
   type EngineServices,
   type Ingest,
-  type IngestRequest,
   type PluginContext,
   type PluginDefinition,
   type PluginInstance,
@@ -198,17 +197,7 @@ export async function createEngine(config: ResolvedConfig, options: EngineOption
   )
 
   const ingest: Ingest = {
-    newEvent(req: IngestRequest, dialect: string): AnalyticsEvent {
-      const event = new AnalyticsEvent()
-      event.dialect = dialect
-      event.peerIp = req.peerIp
-      event.clientIp = req.peerIp
-      event.headers = req.request.headers
-      event.userAgent = req.request.headers.get('user-agent') ?? ''
-      event.receivedAt = req.receivedAt
-      event.timestamp = Math.floor(req.receivedAt / 1000)
-      return event
-    },
+    newEvent: eventFromRequest,
     process: (events) => pipeline.process(events),
     recordDrop: (event, drop) => pipeline.recordDrop(event, drop),
   }

@@ -127,6 +127,26 @@ export class AnalyticsEvent {
   dialectData: unknown = undefined
 }
 
+/**
+ * A new event with the request context filled: the peer (also the client until `client-ip` says
+ * otherwise), the headers, the user agent, and the arrival time as the event's second. What every
+ * dialect's `ingest.newEvent` returns.
+ */
+export function eventFromRequest(
+  req: { readonly request: Request; readonly peerIp: string; readonly receivedAt: number },
+  dialect: string,
+): AnalyticsEvent {
+  const event = new AnalyticsEvent()
+  event.dialect = dialect
+  event.peerIp = req.peerIp
+  event.clientIp = req.peerIp
+  event.headers = req.request.headers
+  event.userAgent = req.request.headers.get('user-agent') ?? ''
+  event.receivedAt = req.receivedAt
+  event.timestamp = Math.floor(req.receivedAt / 1000)
+  return event
+}
+
 const EMPTY_HEADERS = new Headers()
 const NO_SESSION_ROWS: SessionRow[] = []
 Object.freeze(NO_SESSION_ROWS)

@@ -5,7 +5,7 @@ import { mkdtempSync, readFileSync, statSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import fc from 'fast-check'
-import { AnalyticsEvent } from '../../core/event.ts'
+import { type AnalyticsEvent, eventFromRequest } from '../../core/event.ts'
 import type { Drop, Ingest, IngestRequest, Route, RunResult } from '../../core/plugin.ts'
 import { setupPlugin, startTestEngine, testServices } from '../../core/testing.ts'
 import { EVENT_TYPES, FIELDS, type FieldName, type Issue, KEY_TO_FIELD } from './fields.ts'
@@ -28,15 +28,7 @@ class FakeIngest implements Ingest {
   ) {}
 
   newEvent(req: IngestRequest, dialect: string): AnalyticsEvent {
-    const event = new AnalyticsEvent()
-    event.dialect = dialect
-    event.peerIp = req.peerIp
-    event.clientIp = req.peerIp
-    event.headers = req.request.headers
-    event.userAgent = req.request.headers.get('user-agent') ?? ''
-    event.receivedAt = req.receivedAt
-    event.timestamp = Math.floor(req.receivedAt / 1000)
-    return event
+    return eventFromRequest(req, dialect)
   }
 
   process(events: AnalyticsEvent[]): RunResult[] | Promise<RunResult[]> {

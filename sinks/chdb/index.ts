@@ -10,7 +10,7 @@
 import { type Static, Type } from '@sinclair/typebox'
 import type { EngineServices } from '../../core/plugin.ts'
 import { defineSink } from '../../core/sink.ts'
-import { type Batch, type Inserter, openTableWriter } from '../clickhouse/delivery.ts'
+import { type Batch, type Inserter, openTableWriter, writerOptions } from '../clickhouse/delivery.ts'
 import { migrateTables, type SqlRunner, type TableTarget } from '../clickhouse/schema.ts'
 import { acquireChdb, type ChdbWorker } from './protocol.ts'
 
@@ -129,20 +129,7 @@ export function createChdbSink(module = 'chdb') {
         },
       }
       const spoolDir = o.spoolDir ? engine.resolvePath(o.spoolDir) : `${engine.stateDir}/spool/chdb`
-      const writer = await openTableWriter({
-        sink: 'chdb',
-        spoolDir,
-        spoolLimitBytes: o.spoolLimitMb * 1024 * 1024,
-        deadLetterFile: o.deadLetterFile ? engine.resolvePath(o.deadLetterFile) : `${spoolDir}/dead-letters.ndjson`,
-        eventsTable: o.eventsTable,
-        sessionsTable: o.sessionsTable,
-        batchRows: o.batchRows,
-        flushIntervalMs: o.flushIntervalMs,
-        retryMaxMs: o.retryMaxMs,
-        inserter,
-        stats,
-        logger: engine.logger,
-      })
+      const writer = await openTableWriter(writerOptions('chdb', o, spoolDir, engine, inserter, stats))
       return {
         write: (event) => writer.write(event),
         flush: () => writer.flush(),

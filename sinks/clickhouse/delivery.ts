@@ -24,7 +24,7 @@ import { randomUUID } from 'node:crypto'
 import { join } from 'node:path'
 import type { AnalyticsEvent } from '../../core/event.ts'
 import type { Logger } from '../../core/logger.ts'
-import { ConfigError } from '../../core/plugin.ts'
+import { ConfigError, type EngineServices } from '../../core/plugin.ts'
 import type { SinkHealth, SinkStats } from '../../core/sink.ts'
 import {
   DeadLetterFile,
@@ -507,6 +507,42 @@ export interface WriterOptions {
   inserter: Inserter
   stats: SinkStats
   logger: Logger
+}
+
+/** The delivery options the ClickHouse-shaped sinks (`clickhouse`, `chdb`) share, as configs spell them. */
+export interface DeliveryConfig {
+  spoolLimitMb: number
+  deadLetterFile?: string
+  eventsTable: string
+  sessionsTable: string
+  batchRows: number
+  flushIntervalMs: number
+  retryMaxMs: number
+}
+
+/** WriterOptions from a sink's options: the dead-letter file defaults to one beside the spool. */
+export function writerOptions(
+  sink: string,
+  o: DeliveryConfig,
+  spoolDir: string,
+  engine: Pick<EngineServices, 'resolvePath' | 'logger'>,
+  inserter: Inserter,
+  stats: SinkStats,
+): WriterOptions {
+  return {
+    sink,
+    spoolDir,
+    spoolLimitBytes: o.spoolLimitMb * 1024 * 1024,
+    deadLetterFile: o.deadLetterFile ? engine.resolvePath(o.deadLetterFile) : `${spoolDir}/dead-letters.ndjson`,
+    eventsTable: o.eventsTable,
+    sessionsTable: o.sessionsTable,
+    batchRows: o.batchRows,
+    flushIntervalMs: o.flushIntervalMs,
+    retryMaxMs: o.retryMaxMs,
+    inserter,
+    stats,
+    logger: engine.logger,
+  }
 }
 
 /** The two lanes of a ClickHouse-shaped sink, fed from events. */

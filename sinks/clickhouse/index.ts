@@ -11,7 +11,7 @@ import { type Static, Type } from '@sinclair/typebox'
 import type { EngineServices } from '../../core/plugin.ts'
 import { ConfigError } from '../../core/plugin.ts'
 import { defineSink } from '../../core/sink.ts'
-import { type Batch, type Inserter, openTableWriter } from './delivery.ts'
+import { type Batch, type Inserter, openTableWriter, writerOptions } from './delivery.ts'
 import { classify } from './errors.ts'
 import { capsFor, ident, migrateTables, type ServerCaps, type SqlRunner, type TableTarget } from './schema.ts'
 
@@ -204,20 +204,7 @@ export default defineSink({
     const client = makeClient(o)
     const inserter = new HttpInserter(client, target(o), o.autoMigrate)
     const spoolDir = spoolDirOf(o, engine)
-    const writer = await openTableWriter({
-      sink: 'clickhouse',
-      spoolDir,
-      spoolLimitBytes: o.spoolLimitMb * 1024 * 1024,
-      deadLetterFile: o.deadLetterFile ? engine.resolvePath(o.deadLetterFile) : `${spoolDir}/dead-letters.ndjson`,
-      eventsTable: o.eventsTable,
-      sessionsTable: o.sessionsTable,
-      batchRows: o.batchRows,
-      flushIntervalMs: o.flushIntervalMs,
-      retryMaxMs: o.retryMaxMs,
-      inserter,
-      stats,
-      logger: engine.logger,
-    })
+    const writer = await openTableWriter(writerOptions('clickhouse', o, spoolDir, engine, inserter, stats))
     // Learn early whether the server answers, without holding start-up: health says so meanwhile.
     let unreachable: string | undefined
     let probing: Promise<void> | undefined
