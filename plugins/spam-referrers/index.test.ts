@@ -1,5 +1,14 @@
 import { afterEach, describe, expect, test } from 'bun:test'
-import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, utimesSync, writeFileSync } from 'node:fs'
+import {
+  existsSync,
+  mkdirSync,
+  mkdtempSync,
+  readdirSync,
+  readFileSync,
+  rmSync,
+  utimesSync,
+  writeFileSync,
+} from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import type { AnalyticsEvent } from '../../core/event.ts'
@@ -266,4 +275,23 @@ test('parses the Matomo spammers.txt format', () => {
     'b.example',
   ])
   expect(referrerHost('https://www.Spam.example:8080/x?y')).toBe('spam.example')
+})
+
+describe('reload (SIGHUP)', () => {
+  test('re-reads a changed file at once; a file that went missing keeps its hosts', async () => {
+    const file = listFile('old-spam.example\n')
+    const instance = await setupPlugin(plugin, { lists: [file] })
+    cleanups.push(() => instance.close?.())
+    const ctx = contextFor(plugin)
+    const check = (referrerUrl: string) =>
+      (instance.run!(makeEvent({ referrerUrl }), ctx) as { reason: string } | undefined)?.reason
+    expect(check('https://new-spam.example/')).toBeUndefined()
+    writeFileSync(file, 'new-spam.example\n')
+    await instance.reload!()
+    expect(check('https://new-spam.example/')).toBe('spam_referrer')
+    expect(check('https://old-spam.example/')).toBeUndefined()
+    rmSync(file)
+    await instance.reload!()
+    expect(check('https://new-spam.example/')).toBe('spam_referrer')
+  })
 })

@@ -67,6 +67,16 @@ export default definePlugin({
         if (event.referrerUrl === '') return undefined
         return lists.hosts.has(referrerHost(event.referrerUrl)) ? ctx.drop('spam_referrer') : undefined
       },
+      // SIGHUP: re-read every file and every URL's copy on disk now; a file that became unreadable
+      // keeps the hosts it had.
+      async reload() {
+        for (const problem of await lists.load()) {
+          engine.logger.warn('A spam referrer list could not be re-read; it keeps its previous hosts.', {
+            list: problem.source.location,
+            error: problem.error,
+          })
+        }
+      },
       close: stop,
     }
   },
