@@ -122,14 +122,18 @@ export interface TestEngine {
  * Relative paths resolve against `baseDir` (default: the working directory); state goes to a fresh
  * temporary folder unless the config names one.
  */
-export async function startTestEngine(config: Record<string, unknown>, baseDir = process.cwd()): Promise<TestEngine> {
+export async function startTestEngine(
+  config: Record<string, unknown>,
+  baseDir = process.cwd(),
+  options: { logger?: import('./logger.ts').Logger } = {},
+): Promise<TestEngine> {
   const { resolveConfig } = await import('./config.ts')
   const { createEngine } = await import('./engine.ts')
   const sinks = [...((config.sinks as unknown[] | undefined) ?? []), 'memory']
   const ownState = config.stateDir === undefined ? mkdtempSync(join(tmpdir(), 'analytics-state-')) : undefined
   const raw = { stateDir: ownState, ...config, sinks }
   const resolved = await resolveConfig(raw, { source: '(test)', baseDir, env: undefined, vars: process.env })
-  const engine = await createEngine(resolved, { logger: silentLogger })
+  const engine = await createEngine(resolved, { logger: options.logger ?? silentLogger })
   const memory = engine.sinks.find((s) => s.name === 'memory')!
     .instance as import('../sinks/memory/index.ts').MemorySinkInstance
   const handle = (request: Request, peerIp?: string) => engine.handle(request, peerIp)

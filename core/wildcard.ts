@@ -150,3 +150,20 @@ export function compileRuleSet(patterns: readonly string[], mode: WildcardMode, 
     },
   }
 }
+
+/**
+ * A site's rule list compiled once and kept as long as the list lives. Keyed by the list, not the
+ * Site: every site derived under `sites: any` shares one empty list, so a flood of domains compiles
+ * nothing new, and a reload (new Site objects, new lists) recompiles on first use.
+ */
+export function ruleSetCache(compile: (list: readonly string[]) => RuleSet): (list: readonly string[]) => RuleSet {
+  const compiled = new WeakMap<readonly string[], RuleSet>()
+  return (list) => {
+    let rules = compiled.get(list)
+    if (!rules) {
+      rules = compile(list)
+      compiled.set(list, rules)
+    }
+    return rules
+  }
+}

@@ -7,7 +7,7 @@
 
 import { Type } from '@sinclair/typebox'
 import { definePlugin } from '../../core/plugin.ts'
-import { compileRuleSet, type RuleSet } from '../../core/wildcard.ts'
+import { compileRuleSet, ruleSetCache } from '../../core/wildcard.ts'
 
 const NO_RULES: readonly string[] = Object.freeze([])
 
@@ -44,16 +44,9 @@ export default definePlugin({
     { additionalProperties: false },
   ),
   setup(options, engine) {
-    // Keyed by the site's rule list: sites derived under `sites: any` share one empty list.
-    const compiled = new WeakMap<readonly string[], RuleSet>()
-    const rulesFor = (list: readonly string[]): RuleSet => {
-      let rules = compiled.get(list)
-      if (!rules) {
-        rules = compileRuleSet([...options.hostnames, ...list].map(normalizeHostname), options.wildcards, '.')
-        compiled.set(list, rules)
-      }
-      return rules
-    }
+    const rulesFor = ruleSetCache((list) =>
+      compileRuleSet([...options.hostnames, ...list].map(normalizeHostname), options.wildcards, '.'),
+    )
     for (const site of engine.sites.list()) rulesFor(site.shields.hostname)
     return {
       run(event, ctx) {

@@ -2,7 +2,7 @@
 
 import { Type } from '@sinclair/typebox'
 import { definePlugin } from '../../core/plugin.ts'
-import { compileRuleSet, type RuleSet } from '../../core/wildcard.ts'
+import { compileRuleSet, ruleSetCache } from '../../core/wildcard.ts'
 
 const NO_RULES: readonly string[] = Object.freeze([])
 
@@ -30,17 +30,8 @@ export default definePlugin({
     { additionalProperties: false },
   ),
   setup(options, engine) {
-    // Keyed by the site's rule list, not the Site: every site derived under `sites: any` shares one
-    // empty list, so a flood of domains compiles nothing new. Configured sites compile here; any other list once, on first use.
-    const compiled = new WeakMap<readonly string[], RuleSet>()
-    const rulesFor = (list: readonly string[]): RuleSet => {
-      let rules = compiled.get(list)
-      if (!rules) {
-        rules = compileRuleSet([...options.paths, ...list], options.wildcards, '/')
-        compiled.set(list, rules)
-      }
-      return rules
-    }
+    // Configured sites compile here; any other list once, on first use.
+    const rulesFor = ruleSetCache((list) => compileRuleSet([...options.paths, ...list], options.wildcards, '/'))
     for (const site of engine.sites.list()) rulesFor(site.shields.page)
     return {
       run(event, ctx) {

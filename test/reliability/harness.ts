@@ -2,9 +2,7 @@
 // plugins, checks every answer must pass whatever the input, and small request builders.
 
 import { expect } from 'bun:test'
-import { mkdtempSync } from 'node:fs'
-import { tmpdir } from 'node:os'
-import { join, resolve } from 'node:path'
+import { resolve } from 'node:path'
 import { STANDARD_PLUGINS } from '../../core/defaults.ts'
 import { createLogger, type Logger } from '../../core/logger.ts'
 import { startTestEngine, TEST_UA, type TestEngine } from '../../core/testing.ts'
@@ -50,28 +48,8 @@ export function capturingLogger(): { logger: Logger; lines: string[] } {
 }
 
 /** Like startTestEngine, with a logger of the caller's choice. */
-export async function startLoggedEngine(config: Record<string, unknown>, logger: Logger): Promise<TestEngine> {
-  const { resolveConfig } = await import('../../core/config.ts')
-  const { createEngine } = await import('../../core/engine.ts')
-  const sinks = [...((config.sinks as unknown[] | undefined) ?? []), 'memory']
-  const raw = { stateDir: mkdtempSync(join(tmpdir(), 'analytics-reliability-')), ...config, sinks }
-  const resolved = await resolveConfig(raw, { source: '(test)', baseDir: ROOT, env: undefined, vars: process.env })
-  const engine = await createEngine(resolved, { logger })
-  const memory = engine.sinks.find((s) => s.name === 'memory')!
-    .instance as import('../../sinks/memory/index.ts').MemorySinkInstance
-  const handle = (request: Request, peerIp?: string) => engine.handle(request, peerIp)
-  return {
-    engine,
-    handle,
-    post(path, body, init = {}) {
-      const headers = { 'content-type': 'application/json', 'user-agent': TEST_UA, ...init.headers }
-      const text = typeof body === 'string' ? body : JSON.stringify(body)
-      return handle(new Request(`http://localhost${path}`, { method: 'POST', headers, body: text }), init.peerIp)
-    },
-    events: () => memory.events,
-    sessions: () => memory.sessions,
-    close: () => engine.shutdown(),
-  }
+export function startLoggedEngine(config: Record<string, unknown>, logger: Logger): Promise<TestEngine> {
+  return startTestEngine(config, ROOT, { logger })
 }
 
 /** Clears the memory sink, so long runs measure the engine and not the rows a test keeps. */
