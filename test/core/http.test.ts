@@ -120,6 +120,8 @@ describe('through engine.handle', async () => {
   })
 
   test('/metrics is Prometheus text with requests by route and status', async () => {
+    await t.post('/t/event', { d: 'example.com' })
+    await t.post('/t/event', 'x'.repeat(2000))
     const res = await t.handle(new Request('http://localhost/metrics'))
     expect(res.status).toBe(200)
     expect(res.headers.get('content-type')).toContain('text/plain')
@@ -161,10 +163,13 @@ describe('through a real listening server', async () => {
     expect(res.status).toBe(204)
     expect(res.headers.get('access-control-allow-origin')).toBe('*')
   })
+})
 
-  test('health turns 503 while stopping', async () => {
-    const stopping = t.engine.shutdown()
-    expect(t.engine.health().status).toBe(503)
-    await stopping
-  })
+test('health turns 503 while stopping', async () => {
+  const t = await startTestEngine(config, root)
+  await t.engine.listen()
+  expect(t.engine.health().status).toBe(200)
+  const stopping = t.engine.shutdown()
+  expect(t.engine.health().status).toBe(503)
+  await stopping
 })
