@@ -10,11 +10,16 @@
 import { type Static, Type } from '@sinclair/typebox'
 import type { EngineServices } from '../../core/plugin.ts'
 import { defineSink } from '../../core/sink.ts'
-import { type Batch, type Inserter, openTableWriter, writerOptions } from '../clickhouse/delivery.ts'
+import {
+  type Batch,
+  deliveryOptions,
+  IDENTIFIER,
+  type Inserter,
+  openTableWriter,
+  writerOptions,
+} from '../clickhouse/delivery.ts'
 import { migrateTables, type SqlRunner, type TableTarget } from '../clickhouse/schema.ts'
 import { acquireChdb, type ChdbWorker } from './protocol.ts'
-
-const IDENTIFIER = '^[A-Za-z_][A-Za-z0-9_]*$'
 
 const options = Type.Object(
   {
@@ -23,35 +28,8 @@ const options = Type.Object(
       description: 'Folder of the embedded database; empty = <stateDir>/chdb. One chdb folder per process.',
     }),
     database: Type.String({ default: 'default', pattern: IDENTIFIER, description: 'Database of the tables.' }),
-    eventsTable: Type.String({ default: 'events_v2', pattern: IDENTIFIER, description: 'Table of events.' }),
-    sessionsTable: Type.String({ default: 'sessions_v2', pattern: IDENTIFIER, description: 'Table of sessions.' }),
-    batchRows: Type.Integer({
-      minimum: 1,
-      maximum: 1_000_000,
-      default: 10_000,
-      description: 'Rows per insert; a batch is written when it is full or flushIntervalMs after its first row.',
-    }),
-    flushIntervalMs: Type.Integer({
-      minimum: 10,
-      default: 1000,
-      description: 'Longest time a row waits in memory before its batch is written.',
-    }),
-    retryMaxMs: Type.Integer({
-      minimum: 10,
-      default: 30_000,
-      description: 'Cap of the exponential backoff between retries of a failed insert (they go on forever).',
-    }),
+    ...deliveryOptions,
     spoolDir: Type.String({ default: '', description: 'Folder of the on-disk spool; empty = <stateDir>/spool/chdb.' }),
-    spoolLimitMb: Type.Integer({
-      minimum: 1,
-      default: 1024,
-      description: 'Disk the spool may use (MiB); past it, rows wait in memory, then are dropped and counted.',
-    }),
-    deadLetterFile: Type.String({
-      default: '',
-      description:
-        'File of batches the engine rejected as malformed (JSON lines); empty = <spoolDir>/dead-letters.ndjson.',
-    }),
   },
   { additionalProperties: false },
 )

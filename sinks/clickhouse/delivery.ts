@@ -22,6 +22,7 @@
 
 import { randomUUID } from 'node:crypto'
 import { join } from 'node:path'
+import { type Static, type TObject, Type } from '@sinclair/typebox'
 import type { AnalyticsEvent } from '../../core/event.ts'
 import type { Logger } from '../../core/logger.ts'
 import { ConfigError, type EngineServices } from '../../core/plugin.ts'
@@ -509,16 +510,42 @@ export interface WriterOptions {
   logger: Logger
 }
 
-/** The delivery options the ClickHouse-shaped sinks (`clickhouse`, `chdb`) share, as configs spell them. */
-export interface DeliveryConfig {
-  spoolLimitMb: number
-  deadLetterFile?: string
-  eventsTable: string
-  sessionsTable: string
-  batchRows: number
-  flushIntervalMs: number
-  retryMaxMs: number
+/** A ClickHouse identifier: what database and table names may be. */
+export const IDENTIFIER = '^[A-Za-z_][A-Za-z0-9_]*$'
+
+/** The options the ClickHouse-shaped sinks (`clickhouse`, `chdb`) share; each spreads them into its schema. */
+export const deliveryOptions = {
+  eventsTable: Type.String({ default: 'events_v2', pattern: IDENTIFIER, description: 'Table of events.' }),
+  sessionsTable: Type.String({ default: 'sessions_v2', pattern: IDENTIFIER, description: 'Table of sessions.' }),
+  batchRows: Type.Integer({
+    minimum: 1,
+    maximum: 1_000_000,
+    default: 10_000,
+    description: 'Rows per insert; a batch is written when it is full or flushIntervalMs after its first row.',
+  }),
+  flushIntervalMs: Type.Integer({
+    minimum: 10,
+    default: 1000,
+    description: 'Longest time a row waits in memory before its batch is written.',
+  }),
+  retryMaxMs: Type.Integer({
+    minimum: 10,
+    default: 30_000,
+    description: 'Cap of the exponential backoff between retries of a failed insert (they go on forever).',
+  }),
+  spoolLimitMb: Type.Integer({
+    minimum: 1,
+    default: 1024,
+    description: 'Disk the spool may use (MiB); past it, rows wait in memory, then are dropped and counted.',
+  }),
+  deadLetterFile: Type.String({
+    default: '',
+    description: 'File of batches rejected as malformed (JSON lines); empty = <spoolDir>/dead-letters.ndjson.',
+  }),
 }
+
+/** The shared options, as configs spell them. */
+export type DeliveryConfig = Static<TObject<typeof deliveryOptions>>
 
 /** WriterOptions from a sink's options: the dead-letter file defaults to one beside the spool. */
 export function writerOptions(

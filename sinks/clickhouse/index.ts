@@ -11,11 +11,9 @@ import { type Static, Type } from '@sinclair/typebox'
 import type { EngineServices } from '../../core/plugin.ts'
 import { ConfigError } from '../../core/plugin.ts'
 import { defineSink } from '../../core/sink.ts'
-import { type Batch, type Inserter, openTableWriter, writerOptions } from './delivery.ts'
+import { type Batch, deliveryOptions, IDENTIFIER, type Inserter, openTableWriter, writerOptions } from './delivery.ts'
 import { classify } from './errors.ts'
 import { capsFor, ident, migrateTables, type ServerCaps, type SqlRunner, type TableTarget } from './schema.ts'
-
-const IDENTIFIER = '^[A-Za-z_][A-Za-z0-9_]*$'
 
 const options = Type.Object(
   {
@@ -25,23 +23,11 @@ const options = Type.Object(
       examples: ['http://clickhouse:8123', 'https://ch.example.com:8443'],
     }),
     database: Type.String({ default: 'default', pattern: IDENTIFIER, description: 'Database of the tables.' }),
+    ...deliveryOptions,
     username: Type.String({ default: 'default', description: 'ClickHouse user.' }),
     password: Type.String({
       default: '',
       description: 'Password of that user; better taken from an environment variable in the config.',
-    }),
-    eventsTable: Type.String({ default: 'events_v2', pattern: IDENTIFIER, description: 'Table of events.' }),
-    sessionsTable: Type.String({ default: 'sessions_v2', pattern: IDENTIFIER, description: 'Table of sessions.' }),
-    batchRows: Type.Integer({
-      minimum: 1,
-      maximum: 1_000_000,
-      default: 10_000,
-      description: 'Rows per insert; a batch is sent when it is full or flushIntervalMs after its first row.',
-    }),
-    flushIntervalMs: Type.Integer({
-      minimum: 10,
-      default: 1000,
-      description: 'Longest time a row waits in memory before its batch is sent.',
     }),
     compression: Type.Union([Type.Literal('gzip'), Type.Literal('none')], {
       default: 'gzip',
@@ -53,24 +39,9 @@ const options = Type.Object(
       default: 30_000,
       description: 'Time an insert may take before it counts as failed and is retried.',
     }),
-    retryMaxMs: Type.Integer({
-      minimum: 10,
-      default: 30_000,
-      description: 'Cap of the exponential backoff between retries of a failed insert (they go on forever).',
-    }),
     spoolDir: Type.String({
       default: '',
       description: 'Folder of the on-disk spool; empty = <stateDir>/spool/clickhouse-<host>-<port>-<database>.',
-    }),
-    spoolLimitMb: Type.Integer({
-      minimum: 1,
-      default: 1024,
-      description: 'Disk the spool may use (MiB); past it, rows wait in memory, then are dropped and counted.',
-    }),
-    deadLetterFile: Type.String({
-      default: '',
-      description:
-        'File of batches the server rejected as malformed (JSON lines); empty = <spoolDir>/dead-letters.ndjson.',
     }),
     autoMigrate: Type.Boolean({
       default: true,
