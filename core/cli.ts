@@ -1,11 +1,12 @@
 #!/usr/bin/env bun
-// The command line: `serve` (default), `check`, `schema`, `migrate`. A config error stops start-up
+// The command line: `serve` (default), `check`, `schema`, `migrate`, `replay`. A config error stops start-up
 // with every bad value's path and exit code 2, never a stack trace.
 
 import { ConfigErrors, type LoadOptions, loadConfig, type ResolvedConfig } from './config.ts'
 import { createEngine, type Engine } from './engine.ts'
 import { createLogger } from './logger.ts'
 import { STAGES } from './plugin.ts'
+import { type ReplayOptions, runReplay } from './replay/index.ts'
 import { configJsonSchema } from './schema.ts'
 
 const USAGE = `Usage: analytics-ingest [command] [options]
@@ -15,6 +16,8 @@ Commands:
   check     Validate the config, print the resolved pipeline stage by stage; exit 1 on error.
   schema    Print the JSON Schema of the config file (for editors).
   migrate   Create or upgrade the sinks' databases and tables, then exit.
+  replay    Feed recorded requests or stdout-sink rows through the config's pipeline and sinks:
+            replay [--format ndjson|access-log] INPUT... (- = stdin). See docs/operators/replay.md.
 
 Options:
   --config, -c FILE   Config file (YAML, JSON or TS). Default: ./analytics.yaml if present, else embedded defaults.
@@ -22,17 +25,27 @@ Options:
   --port, -p N        Override server.port.
   --host ADDRESS      Override server.host.
   --no-migrate        serve: do not create or upgrade tables at start.
+  --format NAME       replay: ndjson (default) or access-log.
+  --chunk-size N      replay: records per checkpoint (sinks flushed, then ids recorded). Default 1000.
+  --status LIST       replay, access-log: only lines nginx answered with these statuses (e.g. 502,504).
+  --progress-interval-ms N   replay: progress every N ms (default 250 on a terminal, else 1000).
   --help, -h          This text.
 `
 
 interface Args {
-  command: 'serve' | 'check' | 'schema' | 'migrate' | 'help'
+  command: 'serve' | 'check' | 'schema' | 'migrate' | 'replay' | 'help'
   load: LoadOptions
   migrate: boolean
+  replay: ReplayOptions
 }
 
 export function parseArgs(argv: string[]): Args | { error: string } {
-  const args: Args = { command: 'serve', load: {}, migrate: true }
+  const args: Args = {
+    command: 'serve',
+    load: {},
+    migrate: true,
+    replay: { format: 'ndjson', inputs: [], chunkSize: 1000 },
+  }
   let commandSeen = false
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i]!
@@ -71,16 +84,47 @@ export function parseArgs(argv: string[]): Args | { error: string } {
         case '-h':
           args.command = 'help'
           break
+        case '--format': {
+          const v = value()
+          if (v !== 'ndjson' && v !== 'access-log') return { error: `--format: expected ndjson or access-log: ${v}` }
+          args.replay.format = v
+          break
+        }
+        case '--chunk-size':
+        case '--progress-interval-ms': {
+          const v = value()
+          const n = Number(v)
+          if (!Number.isInteger(n) || n < 1) return { error: `${flag}: not a positive integer: ${v}` }
+          if (flag === '--chunk-size') args.replay.chunkSize = n
+          else args.replay.progressIntervalMs = n
+          break
+        }
+        case '--status': {
+          const v = value()
+          const codes = v.split(',').map((x) => Number(x.trim()))
+          if (!codes.every((c) => Number.isInteger(c) && c >= 100 && c <= 599)) {
+            return { error: `--status: expected HTTP statuses separated by commas: ${v}` }
+          }
+          args.replay.statuses = new Set(codes)
+          break
+        }
         default:
-          if (!a.startsWith('-') && !commandSeen && ['serve', 'check', 'schema', 'migrate', 'help'].includes(a)) {
+          if (
+            !a.startsWith('-') &&
+            !commandSeen &&
+            ['serve', 'check', 'schema', 'migrate', 'replay', 'help'].includes(a)
+          ) {
             args.command = a as Args['command']
             commandSeen = true
-          } else return { error: `unknown argument: ${a}` }
+          } else if (args.command === 'replay' && (a === '-' || !a.startsWith('-'))) args.replay.inputs.push(a)
+          else return { error: `unknown argument: ${a}` }
       }
     } catch (error) {
       return { error: (error as Error).message }
     }
   }
+  if (args.command === 'replay' && args.replay.inputs.length === 0)
+    return { error: 'replay: name an input (- = stdin)' }
   return args
 }
 
@@ -159,6 +203,14 @@ export async function main(argv: string[]): Promise<number> {
     process.stdout.write(`${describePipeline(config, engine)}\nconfig OK\n`)
     await engine.shutdown()
     return 0
+  }
+  if (args.command === 'replay') {
+    // Like serve: a fresh database gets its tables before the first row arrives.
+    if (args.migrate) await engine.migrate()
+    return runReplay(engine, args.replay, {
+      stdin: process.stdin,
+      stderr: { isTTY: process.stderr.isTTY === true, write: (text) => process.stderr.write(text) },
+    })
   }
   if (args.command === 'migrate') {
     const lines = await engine.migrate()
