@@ -5,8 +5,11 @@ import { afterAll, beforeAll, describe, expect, test } from 'bun:test'
 import { mkdirSync, mkdtempSync, readdirSync, readFileSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join, resolve } from 'node:path'
+import type { AnalyticsEvent } from '../../core/event.ts'
 import { parseAccessLogLine, unescapeNginx } from '../../core/replay/records.ts'
+import { eventFromRow, sessionFromRow } from '../../core/replay/rows.ts'
 import { startTestEngine, TEST_UA, type TestEngine } from '../../core/testing.ts'
+import { sortedExpectedEvents, sortedExpectedSessions } from '../clickhouse/fixtures.ts'
 
 const root = resolve(import.meta.dir, '../..')
 const cli = join(root, 'core/cli.ts')
@@ -227,6 +230,45 @@ describe('NDJSON request records', () => {
     expect(twice.stdout).toBe('')
     expect(twice.summary).toMatchObject({ duplicates: KEPT.length })
   })
+
+  test("the stdout sink's rows replayed into chdb read back column by column", async () => {
+    const state = tempDir('replay-chdb-')
+    const file = join(state, 'rows.ndjson')
+    writeFileSync(file, first.stdout)
+    const config = join(state, 'analytics.yaml')
+    writeFileSync(
+      config,
+      `stateDir: ${state}\nsites: [{ id: 7, domain: example.com }]\nsinks: [{ chdb: { path: ${join(state, 'db')}, database: replayed, flushIntervalMs: 20 } }]\n`,
+    )
+    const run = await replay(['--config', config, file])
+    expect(run.code).toBe(0)
+    expect(run.summary).toMatchObject({ accepted: KEPT.length, invalid: 0 })
+    // The expected rows: the printed ones, as events again, in the order the fixtures' selects read.
+    const events: AnalyticsEvent[] = []
+    for (const line of first.stdout.trim().split('\n')) {
+      const { _table, ...row } = JSON.parse(line)
+      if (_table === 'events_v2') {
+        const event = eventFromRow(row) as AnalyticsEvent
+        event.sessionRows = []
+        events.push(event)
+      } else events.at(-1)!.sessionRows.push(sessionFromRow(row) as AnalyticsEvent['sessionRows'][number])
+    }
+    const reader = Bun.spawn(
+      [process.execPath, join(root, 'test/fixtures/chdb-read.ts'), join(state, 'db'), 'replayed'],
+      {
+        cwd: root,
+        stdout: 'pipe',
+        stderr: 'inherit',
+      },
+    )
+    const read = JSON.parse(await new Response(reader.stdout).text())
+    expect(await reader.exited).toBe(0)
+    // Compared as sets: the selects order by the ids as read, which need not be the fixtures' order.
+    const sorted = (rows: object[]) =>
+      rows.map((r) => JSON.stringify(Object.entries(r).sort(([a], [b]) => (a < b ? -1 : 1)))).sort()
+    expect(sorted(read.events)).toEqual(sorted(sortedExpectedEvents(events)))
+    expect(sorted(read.sessions)).toEqual(sorted(sortedExpectedSessions(events)))
+  }, 60_000)
 })
 
 describe('bare Plausible bodies', () => {
