@@ -238,6 +238,7 @@ export async function runReplay(engine: Engine, options: ReplayOptions, io: Repl
   let sinkLoss = false
   /** Flushes the sinks; only then marks the chunk's records as replayed. */
   const checkpoint = async () => {
+    if (sinkLoss) pending.clear()
     if (pending.size === 0) return
     await Promise.all(engine.sinks.map((s) => s.instance.flush()))
     const failed = failedRows()
@@ -252,28 +253,36 @@ export async function runReplay(engine: Engine, options: ReplayOptions, io: Repl
     pending.clear()
   }
 
-  const replayRequest = async (record: RequestRecord) => {
+  /** Replays one request; returns why it is invalid when it cannot be made into a request at all. */
+  const replayRequest = async (record: RequestRecord): Promise<string | undefined> => {
+    const path = record.path ?? plausible?.route.path ?? '/api/event'
+    let request: Request
+    try {
+      request = new Request(`http://localhost${path}`, {
+        method: record.method,
+        headers: record.headers as [string, string][],
+        body: record.method === 'GET' ? undefined : record.body,
+      })
+    } catch {
+      // No live request can carry these: a header value with a line break, a path that is no URL.
+      return 'the path or a header value cannot be part of an HTTP request'
+    }
     const id = idFor(canonicalRequest(record), record.explicitId)
     if (seen(id)) {
       counts.duplicates++
-      return
+      return undefined
     }
     pending.add(id)
-    const path = record.path ?? plausible?.route.path
-    const match = path === undefined ? undefined : matchRoute(routes, record.method, path)
+    const match =
+      record.path === undefined && plausible === undefined ? undefined : matchRoute(routes, record.method, path)
     if (match === undefined) {
       counts.unrouted++
-      return
+      return undefined
     }
     if (Buffer.byteLength(record.body) > bodyLimit) {
       counts.refused++
-      return
+      return undefined
     }
-    const request = new Request(`http://localhost${path}`, {
-      method: record.method,
-      headers: record.headers as [string, string][],
-      body: record.method === 'GET' ? undefined : record.body,
-    })
     const req: IngestRequest = {
       request,
       body: record.body,
@@ -290,6 +299,7 @@ export async function runReplay(engine: Engine, options: ReplayOptions, io: Repl
         error: (error as Error).name,
       })
     }
+    return undefined
   }
 
   // Rows printed by the stdout sink: an events_v2 row, then the sessions_v2 rows its event produced.
@@ -304,7 +314,18 @@ export async function runReplay(engine: Engine, options: ReplayOptions, io: Repl
       return
     }
     pending.add(id)
-    for (const sink of engine.sinks) sink.instance.write(event)
+    for (const sink of engine.sinks) {
+      try {
+        sink.instance.write(event)
+      } catch (error) {
+        // The row is lost for this sink: the chunk must not be recorded, so a rerun sends it again.
+        sinkLoss = true
+        engine.logger.throttled(`replay:sink:${sink.name}`, 'error', 'A sink refused a replayed row.', {
+          sink: sink.name,
+          error: (error as Error).message?.slice(0, 200),
+        })
+      }
+    }
     counts.accepted++
   }
 
@@ -334,8 +355,8 @@ export async function runReplay(engine: Engine, options: ReplayOptions, io: Repl
       return
     }
     closeGroup()
-    if (parsed.kind === 'invalid') invalid(where, parsed.reason)
-    else await replayRequest(parsed)
+    const problem = parsed.kind === 'invalid' ? parsed.reason : await replayRequest(parsed)
+    if (problem !== undefined) invalid(where, problem)
   }
 
   // SIGTERM/SIGINT: stop reading, finish the record in hand, checkpoint, exit. A second signal waits.
@@ -380,18 +401,21 @@ export async function runReplay(engine: Engine, options: ReplayOptions, io: Repl
             where,
           )
         }
-        if (pending.size >= options.chunkSize) {
-          await checkpoint()
-          if (sinkLoss) break
-        }
+        if (pending.size >= options.chunkSize) await checkpoint()
+        if (sinkLoss) break
       }
       if (input !== '-') stream.destroy()
     }
     // An unfinished row group at a stop may still miss session rows: it is left for the next run.
     if (!stopRequested && !sinkLoss) closeGroup()
-    await checkpoint()
   } catch (error) {
     failure = (error as Error).message
+  }
+  try {
+    // What was written before a stop or a read failure is recorded; a chunk a sink lost rows of is not.
+    await checkpoint()
+  } catch (error) {
+    failure ??= (error as Error).message
   } finally {
     progress.stop()
     await engine.shutdown()

@@ -39,6 +39,7 @@ export type ParsedLine = RequestRecord | RowRecord | Invalid
 
 const invalid = (reason: string): Invalid => ({ kind: 'invalid', reason })
 
+const EARLIEST_MS = Date.UTC(2000, 0, 1)
 // A request time more than a day ahead of the replay's clock is a broken record, not a backfill.
 const MAX_AHEAD_MS = 86_400_000
 
@@ -58,7 +59,9 @@ export function parseTime(value: unknown, nowMs: number): number | string {
     if (!/(Z|[+-]\d\d:?\d\d)$/.test(text)) return 'the time has no time zone'
     ms = Date.parse(text)
   } else return 'the time is neither a number of milliseconds nor a date'
-  if (!Number.isFinite(ms) || ms <= 0) return 'the time is not a valid date'
+  if (!Number.isFinite(ms)) return 'the time is not a valid date'
+  // Analytics did not exist before; a number this small is most likely seconds, not milliseconds.
+  if (ms < EARLIEST_MS) return 'the time is before 2000 (seconds instead of milliseconds?)'
   if (ms > nowMs + MAX_AHEAD_MS) return 'the time is more than a day in the future'
   return Math.floor(ms)
 }
@@ -187,6 +190,8 @@ export function parseAccessLogLine(text: string, nowMs: number, filter: AccessLo
   const receivedAt = typeof ms === 'number' ? parseTime(Math.round(ms), nowMs) : ms
   if (typeof receivedAt === 'string') return invalid(`time: ${receivedAt}`)
   if (method !== 'POST' && method !== 'GET') return invalid('method is neither POST nor GET')
+  const path = unescapeNginx(uri!)
+  if (path === undefined) return invalid('request URI: not valid UTF-8')
   const headers: [string, string][] = []
   const fields = [
     ['x-forwarded-for', forwarded],
@@ -204,7 +209,7 @@ export function parseAccessLogLine(text: string, nowMs: number, filter: AccessLo
   return {
     kind: 'request',
     method,
-    path: uri!,
+    path,
     headers,
     body: decodedBody,
     receivedAt,

@@ -470,6 +470,36 @@ describe('an interrupted run', () => {
   })
 })
 
+describe('a sink that loses rows', () => {
+  test('stops the run without recording the chunk, so a rerun sends it', async () => {
+    const stateDir = tempDir('replay-state-')
+    const file = join(tempDir('replay-input-'), 'in.ndjson')
+    const all = numberedRecords(3000)
+    writeFileSync(file, `${all.join('\n')}\n`)
+    const config = configFile(stateDir)
+    const proc = Bun.spawn([process.execPath, cli, 'replay', '--config', config, '--chunk-size', '500', file], {
+      cwd: root,
+      stdout: 'pipe',
+      stderr: 'pipe',
+    })
+    // The reader of stdout goes away after the first bytes: the stdout sink's writes fail.
+    const reader = proc.stdout.getReader()
+    await reader.read()
+    await reader.cancel()
+    const [stderr, code] = await Promise.all([new Response(proc.stderr).text(), proc.exited])
+    expect(code).toBe(4)
+    const lost = summaryOf(stderr)
+    expect(lost.replay).toBe('sink_failed')
+    expect(lost.ledgerIds as number).toBeLessThan(all.length)
+    const rerun = await replay(['--config', config, file])
+    expect(rerun.code).toBe(0)
+    // Everything the ledger does not hold comes again; the ledger held only chunks stdout took whole.
+    expect(pathsOf(rerun.stdout)).toEqual(
+      all.slice(lost.ledgerIds as number).map((_, i) => `/p/${i + (lost.ledgerIds as number)}`),
+    )
+  })
+})
+
 describe('progress', () => {
   test('is one JSON line per interval on a pipe, then a summary', async () => {
     const stateDir = tempDir('replay-state-')
