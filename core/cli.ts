@@ -6,7 +6,7 @@ import { ConfigErrors, type LoadOptions, loadConfig, type ResolvedConfig } from 
 import { createEngine, type Engine } from './engine.ts'
 import { createLogger } from './logger.ts'
 import { STAGES } from './plugin.ts'
-import { type ReplayOptions, runReplay } from './replay/index.ts'
+import { type ReplayOptions, resolveReplayOptions, runReplay } from './replay/index.ts'
 import { configJsonSchema } from './schema.ts'
 
 const USAGE = `Usage: analytics-ingest [command] [options]
@@ -36,16 +36,12 @@ interface Args {
   command: 'serve' | 'check' | 'schema' | 'migrate' | 'replay' | 'help'
   load: LoadOptions
   migrate: boolean
-  replay: ReplayOptions
+  replay: ReplayOptions | undefined
 }
 
 export function parseArgs(argv: string[]): Args | { error: string } {
-  const args: Args = {
-    command: 'serve',
-    load: {},
-    migrate: true,
-    replay: { format: 'ndjson', inputs: [], chunkSize: 1000 },
-  }
+  const args: Args = { command: 'serve', load: {}, migrate: true, replay: undefined }
+  const replay: Record<string, unknown> & { inputs: string[] } = { inputs: [] }
   let commandSeen = false
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i]!
@@ -84,30 +80,21 @@ export function parseArgs(argv: string[]): Args | { error: string } {
         case '-h':
           args.command = 'help'
           break
-        case '--format': {
-          const v = value()
-          if (v !== 'ndjson' && v !== 'access-log') return { error: `--format: expected ndjson or access-log: ${v}` }
-          args.replay.format = v
+        // replay's options: gathered as given, validated against its schema below.
+        case '--format':
+          replay.format = value()
           break
-        }
         case '--chunk-size':
-        case '--progress-interval-ms': {
-          const v = value()
-          const n = Number(v)
-          if (!Number.isInteger(n) || n < 1) return { error: `${flag}: not a positive integer: ${v}` }
-          if (flag === '--chunk-size') args.replay.chunkSize = n
-          else args.replay.progressIntervalMs = n
+          replay.chunkSize = Number(value())
           break
-        }
-        case '--status': {
-          const v = value()
-          const codes = v.split(',').map((x) => Number(x.trim()))
-          if (!codes.every((c) => Number.isInteger(c) && c >= 100 && c <= 599)) {
-            return { error: `--status: expected HTTP statuses separated by commas: ${v}` }
-          }
-          args.replay.statuses = new Set(codes)
+        case '--progress-interval-ms':
+          replay.progressIntervalMs = Number(value())
           break
-        }
+        case '--status':
+          replay.status = value()
+            .split(',')
+            .map((x) => Number(x.trim()))
+          break
         default:
           if (
             !a.startsWith('-') &&
@@ -116,15 +103,18 @@ export function parseArgs(argv: string[]): Args | { error: string } {
           ) {
             args.command = a as Args['command']
             commandSeen = true
-          } else if (args.command === 'replay' && (a === '-' || !a.startsWith('-'))) args.replay.inputs.push(a)
+          } else if (args.command === 'replay' && (a === '-' || !a.startsWith('-'))) replay.inputs.push(a)
           else return { error: `unknown argument: ${a}` }
       }
     } catch (error) {
       return { error: (error as Error).message }
     }
   }
-  if (args.command === 'replay' && args.replay.inputs.length === 0)
-    return { error: 'replay: name an input (- = stdin)' }
+  if (args.command === 'replay') {
+    const resolved = resolveReplayOptions(replay)
+    if ('error' in resolved) return resolved
+    args.replay = resolved
+  }
   return args
 }
 
@@ -204,7 +194,7 @@ export async function main(argv: string[]): Promise<number> {
     await engine.shutdown()
     return 0
   }
-  if (args.command === 'replay') {
+  if (args.replay) {
     // Like serve: a fresh database gets its tables before the first row arrives.
     if (args.migrate) await engine.migrate()
     return runReplay(engine, args.replay, {

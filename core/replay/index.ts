@@ -6,26 +6,72 @@
 
 import { createReadStream, statSync } from 'node:fs'
 import type { Readable } from 'node:stream'
+import { type Static, Type } from '@sinclair/typebox'
 import type { Engine } from '../engine.ts'
 import type { AnalyticsEvent } from '../event.ts'
+import { resolveOptions } from '../options.ts'
 import type { Drop, Ingest, IngestRequest, Route, RunResult } from '../plugin.ts'
 import { Ledger } from './ledger.ts'
 import { type ProgressWriter, type ReplayCounts, startProgress } from './progress.ts'
 import { type ParsedLine, parseAccessLogLine, parseNdjsonLine, type RequestRecord } from './records.ts'
 import { canonicalRows, eventFromRow, sessionFromRow } from './rows.ts'
 
-export type ReplayFormat = 'ndjson' | 'access-log'
+/** The command's options (its flags: `--chunk-size` is `chunkSize`); the CLI validates against it. */
+export const ReplayOptionsSchema = Type.Object(
+  {
+    inputs: Type.Array(Type.String({ minLength: 1 }), {
+      minItems: 1,
+      description: 'Files read in the order given; `-` is standard input.',
+    }),
+    format: Type.Union([Type.Literal('ndjson'), Type.Literal('access-log')], {
+      default: 'ndjson',
+      errorMessage: 'expected ndjson or access-log',
+      description:
+        '`ndjson`: request records, bare Plausible bodies and stdout-sink rows, mixed freely; `access-log`: the analytics_replay nginx format.',
+    }),
+    chunkSize: Type.Integer({
+      minimum: 1,
+      default: 1000,
+      description:
+        'Records per checkpoint: the sinks flush, then the chunk’s ids go into the ledger. Also the most records a SIGKILL can make write twice.',
+    }),
+    status: Type.Optional(
+      Type.Array(Type.Integer({ minimum: 100, maximum: 599 }), {
+        minItems: 1,
+        description:
+          'Access log only: replay only the lines nginx answered with one of these statuses (e.g. 502, 504).',
+      }),
+    ),
+    progressIntervalMs: Type.Optional(
+      Type.Integer({
+        minimum: 1,
+        description: 'Progress every this many milliseconds. Default: 250 on a terminal, 1000 otherwise.',
+      }),
+    ),
+  },
+  { additionalProperties: false },
+)
 
-export interface ReplayOptions {
-  format: ReplayFormat
-  /** Files, `-` for standard input. */
-  inputs: string[]
-  /** Records per checkpoint: sinks flushed, then the chunk's ids written to the ledger. */
-  chunkSize: number
-  /** Access log only: replay only lines nginx answered with one of these statuses. */
-  statuses?: ReadonlySet<number>
-  /** Progress every this many milliseconds (default: 250 on a terminal, 1000 otherwise). */
-  progressIntervalMs?: number
+export type ReplayOptions = Static<typeof ReplayOptionsSchema>
+
+const FLAGS: Record<string, string> = {
+  inputs: 'INPUT',
+  format: '--format',
+  chunkSize: '--chunk-size',
+  status: '--status',
+  progressIntervalMs: '--progress-interval-ms',
+}
+
+/** Validates the gathered flags; the error names the flag (`--chunk-size: expected integer …`). */
+export function resolveReplayOptions(raw: Record<string, unknown>): ReplayOptions | { error: string } {
+  const resolved = resolveOptions<ReplayOptions>(ReplayOptionsSchema, raw, '')
+  if (resolved.ok) return resolved.value
+  const issue = resolved.issues[0]!
+  const key = /^[A-Za-z]+/.exec(issue.path)?.[0] ?? ''
+  if (key === 'inputs' && Array.isArray(raw.inputs) && raw.inputs.length === 0) {
+    return { error: 'replay: name an input (- = stdin)' }
+  }
+  return { error: `replay ${FLAGS[key] ?? key}: ${issue.message}` }
 }
 
 export interface ReplayIo {
@@ -176,6 +222,7 @@ export async function runReplay(engine: Engine, options: ReplayOptions, io: Repl
   const routes = compileRoutes(engine)
   const plausible = routes.find((r) => r.plugin === 'plausible' && r.route.method === 'POST')
   const bodyLimit = engine.config.server.bodyLimit
+  const statuses = options.status === undefined ? undefined : new Set(options.status)
 
   const counts: ReplayCounts = {
     lines: 0,
@@ -397,7 +444,7 @@ export async function runReplay(engine: Engine, options: ReplayOptions, io: Repl
           await handle(
             options.format === 'ndjson'
               ? parseNdjsonLine(line.text, nowMs)
-              : parseAccessLogLine(line.text, nowMs, { statuses: options.statuses }),
+              : parseAccessLogLine(line.text, nowMs, { statuses }),
             where,
           )
         }

@@ -6,6 +6,7 @@ import { mkdirSync, mkdtempSync, readdirSync, readFileSync, writeFileSync } from
 import { tmpdir } from 'node:os'
 import { join, resolve } from 'node:path'
 import type { AnalyticsEvent } from '../../core/event.ts'
+import { ReplayOptionsSchema } from '../../core/replay/index.ts'
 import { parseAccessLogLine, unescapeNginx } from '../../core/replay/records.ts'
 import { eventFromRow, sessionFromRow } from '../../core/replay/rows.ts'
 import { startTestEngine, TEST_UA, type TestEngine } from '../../core/testing.ts'
@@ -142,6 +143,42 @@ const TEST_CONFIG = (stateDir: string) => ({
   sites: [{ id: 7, domain: 'example.com' }],
   stateDir,
   plugins: PLUGINS,
+})
+
+describe('options', () => {
+  test('bad flags are refused with the flag named, exit 2, no stack trace', async () => {
+    const cases: [string[], string][] = [
+      [[], 'replay: name an input (- = stdin)'],
+      [['--chunk-size', 'ten', 'x'], 'replay --chunk-size: expected integer'],
+      [['--status', '502,abc', 'x'], 'replay --status: expected integer'],
+      [['--format', 'csv', 'x'], 'replay --format: expected ndjson or access-log'],
+    ]
+    for (const [args, message] of cases) {
+      const proc = Bun.spawn([process.execPath, cli, 'replay', ...args], { cwd: root, stdout: 'pipe', stderr: 'pipe' })
+      const [stderr, code] = await Promise.all([new Response(proc.stderr).text(), proc.exited])
+      expect(code).toBe(2)
+      expect(stderr).toStartWith(message)
+      expect(stderr).not.toMatch(/\n\s+at /)
+    }
+    const missing = await replay(['--config', configFile(tempDir('replay-state-')), '/nonexistent/file.ndjson'])
+    expect(missing.code).toBe(2)
+    expect(missing.stderr).toContain('replay: cannot read /nonexistent/file.ndjson')
+  })
+
+  test('every option has a description and a row in docs/operators/replay.md', () => {
+    const doc = readFileSync(join(root, 'docs/operators/replay.md'), 'utf8')
+    const flags: Record<string, string> = {
+      inputs: 'INPUT...',
+      format: '`--format`',
+      chunkSize: '`--chunk-size N`',
+      status: '`--status LIST`',
+      progressIntervalMs: '`--progress-interval-ms N`',
+    }
+    for (const [key, schema] of Object.entries(ReplayOptionsSchema.properties)) {
+      expect((schema as { description?: string }).description, key).toBeTruthy()
+      expect(doc, key).toContain(flags[key]!)
+    }
+  })
 })
 
 describe('NDJSON request records', () => {
