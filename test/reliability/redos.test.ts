@@ -13,6 +13,8 @@ import { Glob } from 'bun'
 import ts from 'typescript'
 import type { AnalyticsEvent } from '../../core/event.ts'
 import type { PluginDefinition } from '../../core/plugin.ts'
+import { parseAccessLogLine, parseTime } from '../../core/replay/records.ts'
+import { eventFromRow } from '../../core/replay/rows.ts'
 import { contextFor, makeEvent, setupPlugin } from '../../core/testing.ts'
 import bots from '../../plugins/bots/index.ts'
 import { normaliseEventType, readFields } from '../../plugins/lynkow/fields.ts'
@@ -70,6 +72,14 @@ const INVENTORY: Record<string, 'request' | 'config'> = {
   'core/options.ts /^[A-Za-z_$][\\w$-]*$/': 'config',
   'core/options.ts /~1/g': 'config',
   'core/options.ts /~0/g': 'config',
+  'core/replay/index.ts /^[A-Za-z]+/': 'config',
+  'core/replay/ledger.ts /^[0-9a-f]{32}$/': 'config',
+  'core/replay/records.ts /(Z|[+-]\\d\\d:?\\d\\d)$/': 'request',
+  'core/replay/records.ts /^(\\d{9,}\\.\\d{3}|\\d{4}-\\d\\d-\\d\\dT\\d\\d:\\d\\d:\\d\\d(?:Z|[+-]\\d\\d:\\d\\d)) (\\S+) (\\d{3}) "([A-Z]+) ([^"\\s]+)(?: HTTP\\/[\\d.]+)?" "([^"]*)" "([^"]*)" "([^"]*)" "([^"]*)"$/':
+    'request',
+  'core/replay/records.ts /^\\d{4}-\\d\\d-\\d\\d[ T]\\d\\d:\\d\\d:\\d\\d(\\.\\d+)?$/': 'request',
+  'core/replay/rows.ts /^(0|[1-9]\\d{0,19})$/': 'request',
+  'core/replay/rows.ts /^(\\d{4})-(\\d\\d)-(\\d\\d) (\\d\\d):(\\d\\d):(\\d\\d)$/': 'request',
   'core/trust.ts /^\\d{1,3}$/': 'config',
   'core/wildcard.ts /\\*+/': 'config',
   'plugins/bots/index.ts new RegExp': 'request',
@@ -148,6 +158,45 @@ describe('core', () => {
     } finally {
       await t.close()
     }
+  })
+})
+
+describe('replay (its input files are as untrusted as requests)', () => {
+  const now = Date.now()
+  test('records.ts: the access-log line (one anchored match, every field delimited)', async () => {
+    const head = '1767607200.123 203.0.113.9 502 "POST /api/event" '
+    await withinBudget(
+      50,
+      {
+        quotes: `${head}${'"'.repeat(HUGE)}`,
+        spaces: `${head}"${' '.repeat(HUGE)}`,
+        fields: `${head}${'"" '.repeat(HUGE / 3)}`,
+        uri: `1767607200.123 203.0.113.9 502 "POST ${'/'.repeat(HUGE)} HTTP/1.1 HTTP/1.1"`,
+        digits: `${'1'.repeat(HUGE)}.123 x`,
+      },
+      (line: string) => parseAccessLogLine(line, now),
+    )
+  })
+
+  test('records.ts: receivedAt text (the zone suffix, the rows’ format)', async () => {
+    await withinBudget(
+      50,
+      {
+        digits: '1'.repeat(HUGE),
+        offsets: '+00:00'.repeat(HUGE / 6),
+        almost: `2026-01-01 00:00:00.${'1'.repeat(HUGE)}x`,
+      },
+      (time: string) => parseTime(time, now),
+    )
+  })
+
+  test('rows.ts: UInt64 and DateTime columns', async () => {
+    const row = (value: string) => ({ timestamp: value, user_id: value })
+    await withinBudget(
+      50,
+      { digits: row('9'.repeat(HUGE)), dates: row(`${'2026-01-01 '.repeat(HUGE / 11)}`) },
+      (r: Record<string, unknown>) => eventFromRow(r),
+    )
   })
 })
 
