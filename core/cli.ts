@@ -24,7 +24,7 @@ Options:
   --env, -e NAME      Apply the named environment (default: $ANALYTICS_ENV).
   --port, -p N        Override server.port.
   --host ADDRESS      Override server.host.
-  --no-migrate        serve: do not create or upgrade tables at start.
+  --no-migrate        serve, replay: do not create or upgrade tables at start.
   --format NAME       replay: ndjson (default) or access-log.
   --chunk-size N      replay: records per checkpoint (sinks flushed, then ids recorded). Default 1000.
   --status LIST       replay, access-log: only lines nginx answered with these statuses (e.g. 502,504).
