@@ -152,6 +152,23 @@ export interface ResolvedComponent<D> {
   path: string
   definition: D
   options: unknown
+  /**
+   * Plugins that drop inside the pipeline: `drop` (default) or `report`, which tags the event with
+   * `would_drop` and lets it go on. Taken from the entry's options by the core, not by the plugin.
+   */
+  mode: DropMode
+}
+
+export type DropMode = 'drop' | 'report'
+
+/** Whether `mode: report` applies: the plugin declares drops and decides them inside the pipeline. */
+export function canReport(definition: PluginDefinition): boolean {
+  return definition.stage !== 'parse' && Object.keys(definition.drops ?? {}).length > 0 && !ownsModeOption(definition)
+}
+
+function ownsModeOption(definition: { options: TSchema }): boolean {
+  const properties = (definition.options as { properties?: Record<string, unknown> }).properties
+  return properties !== undefined && 'mode' in properties
 }
 
 export interface ResolvedConfig {
@@ -330,7 +347,7 @@ export async function resolveConfig(raw: unknown, options: ResolveOptions): Prom
 
 async function defaultSinks(): Promise<ResolvedComponent<SinkDefinition>[]> {
   const definition = (await builtinSinks.stdout!()).default
-  return [{ name: 'stdout', path: 'sinks', definition, options: resolveDefaults(definition.options) }]
+  return [{ name: 'stdout', path: 'sinks', definition, options: resolveDefaults(definition.options), mode: 'drop' }]
 }
 
 function resolveDefaults(schema: TSchema): unknown {
@@ -468,12 +485,44 @@ async function resolveComponents<D extends { name: string; options: TSchema }>(
     }
     const def = definition as D
     const key = appendKey(at, ref)
-    const checked = resolveOptions(def.options, rawOptions ?? {}, key)
+    const { mode, options: ownOptions } = splitMode(kind, def, rawOptions, key, issues)
+    const checked = resolveOptions(def.options, ownOptions ?? {}, key)
     if (!checked.ok) {
       issues.push(...checked.issues)
       continue
     }
-    out.push({ name: isPathRef(ref) ? def.name : ref, path: key, definition: def, options: checked.value })
+    out.push({ name: isPathRef(ref) ? def.name : ref, path: key, definition: def, options: checked.value, mode })
   }
   return out
+}
+
+/**
+ * Takes the core's `mode` out of a plugin entry's options. Only plugins that drop inside the pipeline
+ * have it; a dialect's drops (unknown site, …) are decided before any event exists to tag.
+ */
+function splitMode(
+  kind: 'plugins' | 'sinks',
+  definition: { options: TSchema },
+  raw: unknown,
+  key: string,
+  issues: ConfigIssue[],
+): { mode: DropMode; options: unknown } {
+  if (kind !== 'plugins' || !raw || typeof raw !== 'object' || Array.isArray(raw) || !('mode' in raw)) {
+    return { mode: 'drop', options: raw }
+  }
+  const plugin = definition as PluginDefinition
+  if (ownsModeOption(plugin)) return { mode: 'drop', options: raw }
+  const { mode, ...rest } = raw as Record<string, unknown>
+  if (!canReport(plugin)) {
+    issues.push({
+      path: `${key}.mode`,
+      message:
+        plugin.stage === 'parse'
+          ? 'a dialect cannot report: its drops (unknown site, …) happen before there is an event to tag'
+          : 'this plugin never drops, so it has no mode',
+    })
+  } else if (mode !== 'drop' && mode !== 'report') {
+    issues.push({ path: `${key}.mode`, message: 'expected drop or report' })
+  } else return { mode, options: rest }
+  return { mode: 'drop', options: rest }
 }

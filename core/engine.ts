@@ -3,8 +3,9 @@
 
 import { mkdirSync } from 'node:fs'
 import { resolve } from 'node:path'
-import type { ResolvedComponent, ResolvedConfig } from './config.ts'
+import type { DropMode, ResolvedComponent, ResolvedConfig } from './config.ts'
 import { ConfigErrors } from './config.ts'
+import { DropCounters } from './drop-counters.ts'
 import { eventFromRequest } from './event.ts'
 import { buildHttpApp, type HttpHost, listenApp, ReadDeadlines, withRoutableUrl } from './http.ts'
 import { createLogger, type Logger } from './logger.ts'
@@ -38,6 +39,8 @@ export interface EnginePlugin {
   name: string
   definition: PluginDefinition
   instance: PluginInstance
+  /** `report`: the plugin's drops only tag the event (`would_drop`). */
+  mode: DropMode
 }
 
 export interface Engine {
@@ -66,6 +69,8 @@ export interface Engine {
   /** Stops accepting, drains, closes plugins, flushes and closes sinks. Safe to call twice. */
   shutdown(): Promise<void>
 }
+
+const COUNTERS_INTERVAL_MS = 10_000
 
 export interface EngineOptions {
   logger?: Logger
@@ -118,7 +123,7 @@ export async function createEngine(config: ResolvedConfig, options: EngineOption
   for (const component of config.plugins) {
     try {
       const instance = await component.definition.setup(component.options as never, services)
-      plugins.push({ name: component.name, definition: component.definition, instance })
+      plugins.push({ name: component.name, definition: component.definition, instance, mode: component.mode })
     } catch (error) {
       setupIssue(component, error)
     }
@@ -170,6 +175,7 @@ export async function createEngine(config: ResolvedConfig, options: EngineOption
         run: p.instance.run.bind(p.instance),
         ctx: makeContext(p.definition),
         async: p.definition.async === true,
+        report: p.mode === 'report',
       })
     }
   }
@@ -189,11 +195,32 @@ export async function createEngine(config: ResolvedConfig, options: EngineOption
     })
   }
 
+  // Per-site drop counts are kept only when a sink stores them, and handed over every ten seconds.
+  const counterSinks = sinks.filter((s) => s.instance.writeCounters)
+  const counters = counterSinks.length > 0 ? new DropCounters() : undefined
+  const handOverCounters = () => {
+    const rows = counters?.take() ?? []
+    if (rows.length === 0) return
+    for (const s of counterSinks) {
+      try {
+        s.instance.writeCounters?.(rows)
+      } catch (error) {
+        logger.throttled(`sink_counters:${s.name}`, 'error', 'A sink refused the drop counters.', {
+          sink: s.name,
+          error: (error as Error).message?.slice(0, 200),
+        })
+      }
+    }
+  }
+  const countersTimer = counters ? setInterval(handOverCounters, COUNTERS_INTERVAL_MS) : undefined
+  countersTimer?.unref?.()
+
   const pipeline = new Pipeline(
     steps,
     sinks.map((s) => ({ name: s.name, instance: s.instance })),
     metrics,
     logger,
+    counters,
   )
 
   const ingest: Ingest = {
@@ -267,6 +294,8 @@ export async function createEngine(config: ResolvedConfig, options: EngineOption
       }
     }
     deadlines.stop()
+    clearInterval(countersTimer)
+    handOverCounters()
     // Sinks last, so everything accepted during the drain is flushed or spooled.
     for (const s of sinks) {
       try {
@@ -332,7 +361,7 @@ export async function createEngine(config: ResolvedConfig, options: EngineOption
       const ignored: string[] = []
       const shape = (c: ResolvedConfig) =>
         JSON.stringify({
-          plugins: c.plugins.map((p) => [p.name, p.options]),
+          plugins: c.plugins.map((p) => [p.name, p.mode, p.options]),
           sinks: c.sinks.map((s) => [s.name, s.options]),
         })
       if (shape(next) !== shape(config)) ignored.push('plugins and sinks (their list or options changed)')

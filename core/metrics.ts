@@ -31,6 +31,8 @@ export class Metrics {
   readonly accepted = new Map<string, number>()
   /** `reason\0site` → count. */
   readonly dropped = new Map<string, number>()
+  /** `reason\0site` → count of events a plugin in `mode: report` kept and tagged. */
+  readonly wouldDropped = new Map<string, number>()
   readonly sinks: SinkView[] = []
   readonly startedAt = Date.now()
 
@@ -46,6 +48,11 @@ export class Metrics {
   drop(reason: string, site: string): void {
     const key = `${reason}\u0000${site}`
     this.dropped.set(key, (this.dropped.get(key) ?? 0) + 1)
+  }
+
+  wouldDrop(reason: string, site: string): void {
+    const key = `${reason}\u0000${site}`
+    this.wouldDropped.set(key, (this.wouldDropped.get(key) ?? 0) + 1)
   }
 
   /** Makes the series of a reason and a site exist from start (value 0), as Prometheus prefers. */
@@ -72,6 +79,15 @@ export class Metrics {
     for (const [key, n] of this.dropped) {
       const [reason, site] = key.split('\u0000') as [string, string]
       out.push(`analytics_events_dropped_total{reason="${esc(reason)}",site="${esc(site)}"} ${n}`)
+    }
+    family(
+      'analytics_events_would_drop_total',
+      'counter',
+      'Events a plugin in mode: report would have dropped; kept and tagged with the would_drop prop.',
+    )
+    for (const [key, n] of this.wouldDropped) {
+      const [reason, site] = key.split('\u0000') as [string, string]
+      out.push(`analytics_events_would_drop_total{reason="${esc(reason)}",site="${esc(site)}"} ${n}`)
     }
 
     family('analytics_sink_rows_written_total', 'counter', 'Rows a sink wrote to its destination.')
