@@ -3,7 +3,7 @@
 
 import { afterAll, beforeAll, describe, expect, test } from 'bun:test'
 import { ConfigErrors } from '../../core/config.ts'
-import { startTestEngine, TEST_UA, type TestEngine } from '../../core/testing.ts'
+import { startTestEngine, TEST_UA } from '../../core/testing.ts'
 import type { MemorySinkInstance } from '../../sinks/memory/index.ts'
 
 const BOT_UA = 'Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)'
