@@ -37,7 +37,13 @@ const options = Type.Object(
 type Options = Static<typeof options>
 
 function target(o: Options): TableTarget {
-  return { database: o.database, eventsTable: o.eventsTable, sessionsTable: o.sessionsTable, cluster: '' }
+  return {
+    database: o.database,
+    eventsTable: o.eventsTable,
+    sessionsTable: o.sessionsTable,
+    countersTable: o.countersTable,
+    cluster: '',
+  }
 }
 
 function pathOf(o: Options, engine: EngineServices): string {
@@ -110,6 +116,7 @@ export function createChdbSink(module = 'chdb') {
       const writer = await openTableWriter(writerOptions('chdb', o, spoolDir, engine, inserter, stats))
       return {
         write: (event) => writer.write(event),
+        writeCounters: writer.writeCounters,
         flush: () => writer.flush(),
         async close() {
           await writer.close()

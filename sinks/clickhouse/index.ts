@@ -60,7 +60,13 @@ const options = Type.Object(
 type Options = Static<typeof options>
 
 function target(o: Options): TableTarget {
-  return { database: o.database, eventsTable: o.eventsTable, sessionsTable: o.sessionsTable, cluster: o.cluster }
+  return {
+    database: o.database,
+    eventsTable: o.eventsTable,
+    sessionsTable: o.sessionsTable,
+    countersTable: o.countersTable,
+    cluster: o.cluster,
+  }
 }
 
 function parseUrl(o: Options): URL {
@@ -206,6 +212,7 @@ export default defineSink({
     let closed = false
     return {
       write: (event) => writer.write(event),
+      writeCounters: writer.writeCounters,
       flush: () => writer.flush(),
       async close() {
         closed = true

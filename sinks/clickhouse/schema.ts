@@ -93,6 +93,18 @@ export const SESSION_COLUMNS: readonly Column[] = [
   { name: 'acquisition_channel', type: LC },
 ]
 
+/**
+ * ingest_counters (issue "visible drops"): drops per minute, site and reason. Not in the Plausible
+ * schema; a SummingMergeTree folds the rows of one key, so readers should still `sum()`.
+ */
+export const COUNTER_COLUMNS: readonly Column[] = [
+  { name: 'minute', type: 'DateTime', codec: DELTA },
+  { name: 'site_id', type: 'UInt64' },
+  { name: 'reason', type: LC },
+  { name: 'dropped', type: 'UInt64' },
+  { name: 'would_drop', type: 'UInt64' },
+]
+
 /** What a server version can do, as far as our DDL and inserts care. */
 export interface ServerCaps {
   version: string
@@ -129,6 +141,8 @@ export interface TableTarget {
   database: string
   eventsTable: string
   sessionsTable: string
+  /** Table of drop counters; empty = none. */
+  countersTable: string
   /** A cluster of the server's `remote_servers`; enables ON CLUSTER, Replicated engines and Distributed tables. */
   cluster: string
 }
@@ -151,11 +165,17 @@ export function columnDDL(column: Column, caps: ServerCaps): string {
   return `${ident(column.name)} ${column.type}${codec}`
 }
 
-type Kind = 'events' | 'sessions'
+type Kind = 'events' | 'sessions' | 'counters'
+
+const COLUMNS: Record<Kind, readonly Column[]> = {
+  events: EVENT_COLUMNS,
+  sessions: SESSION_COLUMNS,
+  counters: COUNTER_COLUMNS,
+}
 
 /** The table an insert goes to (the Distributed table in cluster mode). */
 export function insertTable(target: TableTarget, kind: Kind): string {
-  return kind === 'events' ? target.eventsTable : target.sessionsTable
+  return kind === 'events' ? target.eventsTable : kind === 'sessions' ? target.sessionsTable : target.countersTable
 }
 
 /** The table that stores the rows: `<name>_local` in cluster mode, else the table itself. */
@@ -170,7 +190,7 @@ function onCluster(target: TableTarget): string {
 
 /** CREATE TABLE for the storage table of `kind`. */
 export function createTableSQL(target: TableTarget, kind: Kind, caps: ServerCaps): string {
-  const columns = kind === 'events' ? EVENT_COLUMNS : SESSION_COLUMNS
+  const columns = COLUMNS[kind]
   const table = storageTable(target, kind)
   const name = `${ident(target.database)}.${ident(table)}`
   const replicated = target.cluster !== ''
@@ -185,6 +205,11 @@ export function createTableSQL(target: TableTarget, kind: Kind, caps: ServerCaps
       'PRIMARY KEY (site_id, toDate(timestamp), name, user_id)\n' +
       'ORDER BY (site_id, toDate(timestamp), name, user_id, timestamp)\n' +
       'SAMPLE BY user_id'
+  } else if (kind === 'counters') {
+    engine = replicated
+      ? `ReplicatedSummingMergeTree(${zkPath}, '{replica}', (dropped, would_drop))`
+      : 'SummingMergeTree((dropped, would_drop))'
+    layout = 'PARTITION BY toYYYYMM(minute)\nORDER BY (site_id, minute, reason)'
   } else {
     engine = replicated
       ? `ReplicatedVersionedCollapsingMergeTree(${zkPath}, '{replica}', sign, events)`
@@ -213,14 +238,18 @@ function tableSettings(target: TableTarget, caps: ServerCaps): string {
   return ''
 }
 
-/** The Distributed table readers and inserts use in cluster mode, sharded by user_id (a session stays on one shard). */
+/**
+ * The Distributed table readers and inserts use in cluster mode, sharded by user_id (a session stays
+ * on one shard); counters have no user and go by site.
+ */
 export function createDistributedSQL(target: TableTarget, kind: Kind): string {
   const table = insertTable(target, kind)
   const local = storageTable(target, kind)
   const db = ident(target.database)
+  const shardKey = kind === 'counters' ? 'site_id' : 'user_id'
   return (
     `CREATE TABLE IF NOT EXISTS ${db}.${ident(table)}${onCluster(target)} AS ${db}.${ident(local)}\n` +
-    `ENGINE = Distributed(${ident(target.cluster)}, ${db}, ${ident(local)}, user_id)`
+    `ENGINE = Distributed(${ident(target.cluster)}, ${db}, ${ident(local)}, ${shardKey})`
   )
 }
 
@@ -249,8 +278,9 @@ export async function migrateTables(run: SqlRunner, target: TableTarget): Promis
     await run.exec(`CREATE DATABASE IF NOT EXISTS ${ident(db)}${onCluster(target)}`)
   if (dbExists.length === 0) lines.push(`created database ${db}`)
 
-  for (const kind of ['events', 'sessions'] as const) {
-    const wanted = kind === 'events' ? EVENT_COLUMNS : SESSION_COLUMNS
+  const kinds: Kind[] = target.countersTable ? ['events', 'sessions', 'counters'] : ['events', 'sessions']
+  for (const kind of kinds) {
+    const wanted = COLUMNS[kind]
     const tables = target.cluster
       ? [storageTable(target, kind), insertTable(target, kind)]
       : [insertTable(target, kind)]
