@@ -2,11 +2,14 @@
 // The command line: `serve` (default), `check`, `schema`, `migrate`. A config error stops start-up
 // with every bad value's path and exit code 2, never a stack trace.
 
-import { ConfigErrors, type LoadOptions, loadConfig, type ResolvedConfig } from './config.ts'
+import { readFileSync } from 'node:fs'
+import { ConfigErrors, type LoadOptions, loadConfig, type ResolvedComponent, type ResolvedConfig } from './config.ts'
 import { createEngine, type Engine } from './engine.ts'
+import { explain, formatExplain, parseExplainInput } from './explain.ts'
 import { createLogger } from './logger.ts'
 import { STAGES } from './plugin.ts'
 import { configJsonSchema } from './schema.ts'
+import type { SinkDefinition } from './sink.ts'
 
 const USAGE = `Usage: analytics-ingest [command] [options]
 
@@ -15,6 +18,10 @@ Commands:
   check     Validate the config, print the resolved pipeline stage by stage; exit 1 on error.
   schema    Print the JSON Schema of the config file (for editors).
   migrate   Create or upgrade the sinks' databases and tables, then exit.
+  explain REQUEST.json
+            Run one request through the configured pipeline and print each plugin's verdict, what it
+            changed, the rows the sinks would get and the answer; writes nothing. REQUEST.json is
+            {"method", "path", "headers", "body", "peer"}; - reads it from stdin.
 
 Options:
   --config, -c FILE   Config file (YAML, JSON or TS). Default: ./analytics.yaml if present, else embedded defaults.
@@ -22,17 +29,23 @@ Options:
   --port, -p N        Override server.port.
   --host ADDRESS      Override server.host.
   --no-migrate        serve: do not create or upgrade tables at start.
+  --json              explain: print the report as JSON.
   --help, -h          This text.
 `
 
+const COMMANDS = ['serve', 'check', 'schema', 'migrate', 'explain', 'help'] as const
+
 interface Args {
-  command: 'serve' | 'check' | 'schema' | 'migrate' | 'help'
+  command: (typeof COMMANDS)[number]
   load: LoadOptions
   migrate: boolean
+  json: boolean
+  /** Arguments after the command that are not options (explain's request file). */
+  positionals: string[]
 }
 
 export function parseArgs(argv: string[]): Args | { error: string } {
-  const args: Args = { command: 'serve', load: {}, migrate: true }
+  const args: Args = { command: 'serve', load: {}, migrate: true, json: false, positionals: [] }
   let commandSeen = false
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i]!
@@ -67,19 +80,26 @@ export function parseArgs(argv: string[]): Args | { error: string } {
         case '--no-migrate':
           args.migrate = false
           break
+        case '--json':
+          args.json = true
+          break
         case '--help':
         case '-h':
           args.command = 'help'
           break
         default:
-          if (!a.startsWith('-') && !commandSeen && ['serve', 'check', 'schema', 'migrate', 'help'].includes(a)) {
+          if (!a.startsWith('-') && !commandSeen && (COMMANDS as readonly string[]).includes(a)) {
             args.command = a as Args['command']
             commandSeen = true
-          } else return { error: `unknown argument: ${a}` }
+          } else if (args.command === 'explain' && (a === '-' || !a.startsWith('-'))) args.positionals.push(a)
+          else return { error: `unknown argument: ${a}` }
       }
     } catch (error) {
       return { error: (error as Error).message }
     }
+  }
+  if (args.command === 'explain' && args.positionals.length !== 1) {
+    return { error: 'explain needs one request file (or - for stdin)' }
   }
   return args
 }
@@ -119,6 +139,17 @@ export function describePipeline(config: ResolvedConfig, engine?: Engine): strin
   return lines.join('\n')
 }
 
+async function readStdin(): Promise<string> {
+  const chunks: Buffer[] = []
+  for await (const chunk of process.stdin) chunks.push(Buffer.from(chunk as Uint8Array))
+  return Buffer.concat(chunks).toString('utf8')
+}
+
+async function memorySinkComponent(): Promise<ResolvedComponent<SinkDefinition>> {
+  const definition = (await import('../sinks/memory/index.ts')).default as SinkDefinition
+  return { name: 'memory', path: 'sinks', definition, options: { maxRows: 1000 }, mode: 'drop' }
+}
+
 function printConfigErrors(error: ConfigErrors): void {
   process.stderr.write(`Invalid config (${error.source}):\n`)
   for (const issue of error.issues) process.stderr.write(`  ${issue.path}: ${issue.message}\n`)
@@ -143,6 +174,8 @@ export async function main(argv: string[]): Promise<number> {
   let engine: Engine
   try {
     config = await loadConfig(args.load)
+    // explain writes nothing: the configured sinks are not even set up.
+    if (args.command === 'explain') config = { ...config, sinks: [await memorySinkComponent()] }
     engine = await createEngine(config, {
       logger: createLogger({ level: args.command === 'serve' ? undefined : 'warn' }),
     })
@@ -159,6 +192,20 @@ export async function main(argv: string[]): Promise<number> {
     process.stdout.write(`${describePipeline(config, engine)}\nconfig OK\n`)
     await engine.shutdown()
     return 0
+  }
+  if (args.command === 'explain') {
+    try {
+      const source = args.positionals[0]!
+      const text = source === '-' ? await readStdin() : readFileSync(source, 'utf8')
+      const report = await explain(engine, parseExplainInput(text))
+      process.stdout.write(args.json ? `${JSON.stringify(report, null, 2)}\n` : formatExplain(report))
+      return 0
+    } catch (error) {
+      process.stderr.write(`explain: ${(error as Error).message}\n`)
+      return 2
+    } finally {
+      await engine.shutdown()
+    }
   }
   if (args.command === 'migrate') {
     const lines = await engine.migrate()
