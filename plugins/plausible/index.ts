@@ -23,10 +23,13 @@ export default definePlugin({
   },
   options: Type.Object(
     {
-      path: Type.String({
-        default: '/api/event',
-        pattern: '^/',
-        description: 'Route of the events endpoint; the official tracker posts to /api/event.',
+      paths: Type.Array(Type.String({ pattern: '^/[^:*?#]*$' }), {
+        default: ['/api/event'],
+        minItems: 1,
+        uniqueItems: true,
+        description:
+          'Routes of the events endpoint. The official tracker posts to /api/event; a first-party path (proxied through your own domain) survives ad blockers that block /api/event.',
+        examples: [['/api/event', '/p/e']],
       }),
       missingContentType: Type.Union([Type.Literal('reject'), Type.Literal('json')], {
         default: 'reject',
@@ -102,17 +105,15 @@ export default definePlugin({
     }
 
     return {
-      routes: [
-        {
-          method: 'POST',
-          path: options.path,
-          handle(req, ingest) {
-            const params = readParams(req.request.headers.get('content-type'), req.body)
-            if (params instanceof Promise) return params.then((read) => respond(req, ingest, read))
-            return respond(req, ingest, params)
-          },
+      routes: options.paths.map((path) => ({
+        method: 'POST',
+        path,
+        handle(req: IngestRequest, ingest: Ingest) {
+          const params = readParams(req.request.headers.get('content-type'), req.body)
+          if (params instanceof Promise) return params.then((read) => respond(req, ingest, read))
+          return respond(req, ingest, params)
         },
-      ],
+      })),
     }
   },
 })
