@@ -40,9 +40,11 @@ const HUGE = 500_000
 /** Runs `fn` on each input and fails when one takes longer than `budgetMs`. */
 async function withinBudget(budgetMs: number, inputs: Record<string, unknown>, fn: (input: never) => unknown) {
   for (const [name, input] of Object.entries(inputs)) {
-    // Once to load and compile, then timed.
+    // Once to load and compile, then the best of three: a quadratic case stays slow every time,
+    // while a busy machine only slows some runs.
     await fn(input as never)
-    const ms = await timed(() => fn(input as never))
+    let ms = Number.POSITIVE_INFINITY
+    for (let i = 0; i < 3; i++) ms = Math.min(ms, await timed(() => fn(input as never)))
     expect(ms, `${name}: ${ms.toFixed(1)} ms`).toBeLessThan(budgetMs)
   }
 }
@@ -368,14 +370,20 @@ describe('through the engine, at the sizes a request can carry', async () => {
   const t = await standardEngine({ plugins: { 'rate-limit': { perIp: { events: 0 } } } })
   afterAll(() => t.close())
 
+  /** The best of three runs of `count` requests, for the same reason as in withinBudget. */
   async function timeRequests(count: number, body: (i: number) => string, path = PLAUSIBLE): Promise<number> {
-    return timed(async () => {
-      for (let i = 0; i < count; i++) {
-        const res = await rawPost(t, path, body(i), { 'content-type': 'text/plain' })
-        expect(res.status).toBeLessThan(500)
-        await res.arrayBuffer()
-      }
-    })
+    let best = Number.POSITIVE_INFINITY
+    for (let run = 0; run < 3; run++) {
+      const ms = await timed(async () => {
+        for (let i = 0; i < count; i++) {
+          const res = await rawPost(t, path, body(i), { 'content-type': 'text/plain' })
+          expect(res.status).toBeLessThan(500)
+          await res.arrayBuffer()
+        }
+      })
+      best = Math.min(best, ms)
+    }
+    return best
   }
 
   test('a body of worst-case field values costs about what a plain body of that size does', async () => {
