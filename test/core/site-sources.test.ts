@@ -161,3 +161,27 @@ describe('a url source', () => {
     expect(issues).toEqual([`sites: HTTP 401 (from url http://127.0.0.1:${server.port}/sites.json)`])
   })
 })
+
+describe('check', () => {
+  test('prints where the sites come from and the retention of each site', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'site-check-'))
+    writeFileSync(
+      join(dir, 'sites.yaml'),
+      '- { id: 1, domain: one.example }\n- { id: 2, domain: two.example, retention: { days: 30 } }\n',
+    )
+    const file = join(dir, 'analytics.yaml')
+    writeFileSync(file, 'sites: { file: sites.yaml }\nretention: { days: 400 }\nplugins: [plausible]\nsinks: [stdout]\n')
+    const cli = join(import.meta.dir, '../../core/cli.ts')
+    const proc = Bun.spawn([process.execPath, cli, 'check', '--config', file], { stdout: 'pipe', stderr: 'pipe' })
+    const [stdout, code] = await Promise.all([new Response(proc.stdout).text(), proc.exited])
+    expect(code).toBe(0)
+    expect(stdout).toContain(
+      'sites: from file sites.yaml, refreshed every 60 s: one.example (1), two.example (2)\n' +
+        'retention: default 400 days; one.example (1): 400 days; two.example (2): 30 days\n',
+    )
+
+    writeFileSync(file, 'sites: [{ id: 1, domain: one.example }]\nsinks: [stdout]\n')
+    const plain = Bun.spawn([process.execPath, cli, 'check', '--config', file], { stdout: 'pipe' })
+    expect(await new Response(plain.stdout).text()).toContain('retention: forever (rows are never deleted)\n')
+  })
+})
