@@ -424,7 +424,9 @@ export async function applyRetention(
       lines.push(`retention of ${db}.${table}: a delete is still running`)
       continue
     }
-    const [expired] = await run.select(`SELECT count() AS n FROM ${name} WHERE ${condition}`)
+    // In cluster mode the Distributed table counts every shard, not only the host asked.
+    const counted = `${ident(db)}.${ident(insertTable(target, kind))}`
+    const [expired] = await run.select(`SELECT count() AS n FROM ${counted} WHERE ${condition}`)
     const n = Number(expired?.n ?? 0)
     if (n === 0) continue
     await run.exec(`ALTER TABLE ${name}${onCluster(target)} DELETE WHERE ${condition}`)

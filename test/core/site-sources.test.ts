@@ -170,7 +170,10 @@ describe('check', () => {
       '- { id: 1, domain: one.example }\n- { id: 2, domain: two.example, retention: { days: 30 } }\n',
     )
     const file = join(dir, 'analytics.yaml')
-    writeFileSync(file, 'sites: { file: sites.yaml }\nretention: { days: 400 }\nplugins: [plausible]\nsinks: [stdout]\n')
+    writeFileSync(
+      file,
+      'sites: { file: sites.yaml }\nretention: { days: 400 }\nplugins: [plausible]\nsinks: [stdout]\n',
+    )
     const cli = join(import.meta.dir, '../../core/cli.ts')
     const proc = Bun.spawn([process.execPath, cli, 'check', '--config', file], { stdout: 'pipe', stderr: 'pipe' })
     const [stdout, code] = await Promise.all([new Response(proc.stdout).text(), proc.exited])
