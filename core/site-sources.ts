@@ -193,7 +193,7 @@ export function createSiteSource(
   // sql
   if (options.database === undefined)
     issues.push({ path: `${at}.database`, message: 'a sql source needs a database URL' })
-  else if (!/^postgres(ql)?:\/\//.test(options.database))
+  else if (!options.database.startsWith('postgres://') && !options.database.startsWith('postgresql://'))
     issues.push({ path: `${at}.database`, message: 'expected a postgres:// URL' })
   const SQL = bunSql()
   if (!SQL) {
@@ -251,9 +251,10 @@ function fromSqlRow(row: Record<string, unknown>): Record<string, unknown> {
   const out: Record<string, unknown> = {}
   for (const [key, value] of Object.entries(row)) {
     if (value === null || value === undefined) continue
-    if (key === 'id' && typeof value === 'string' && /^\d+$/.test(value)) {
+    if (key === 'id' && typeof value === 'string') {
+      // Only an exact decimal integer becomes a number; anything else stays and fails validation.
       const n = Number(value)
-      out[key] = Number.isSafeInteger(n) ? n : value
+      out[key] = Number.isSafeInteger(n) && String(n) === value ? n : value
     } else if (key === 'retention' && typeof value === 'number') out[key] = { days: value }
     else out[key] = value
   }
