@@ -112,9 +112,15 @@ export function describePipeline(config: ResolvedConfig, engine?: Engine): strin
   lines.push(
     `server: ${s.host}:${s.port}, body limit ${s.bodyLimit} bytes, trusted proxies: ${s.trustedProxies.join(', ') || 'none'}`,
   )
+  const source = config.sitesSource
   lines.push(
-    `sites: ${config.sites === 'any' ? 'any (site ids derived from the domain)' : config.sites.map((x) => `${x.domain} (${x.id})`).join(', ')}`,
+    `sites: ${source ? `from ${source.describe}${source.refreshSeconds > 0 ? `, refreshed every ${source.refreshSeconds} s` : ''}: ` : ''}${
+      config.sites === 'any'
+        ? 'any (site ids derived from the domain)'
+        : config.sites.map((x) => `${x.domain} (${x.id})`).join(', ') || 'none'
+    }`,
   )
+  lines.push(`retention: ${describeRetentionPerSite(config)}`)
   lines.push(`state: ${config.stateDir}`)
   for (const stage of STAGES) {
     const names = config.plugins.filter((p) => p.definition.stage === stage)
@@ -148,6 +154,16 @@ async function readStdin(): Promise<string> {
 async function memorySinkComponent(): Promise<ResolvedComponent<SinkDefinition>> {
   const definition = (await import('../sinks/memory/index.ts')).default as SinkDefinition
   return { name: 'memory', path: 'sinks', definition, options: { maxRows: 1000 }, mode: 'drop' }
+}
+
+/** `forever`, or the global days and each site's: what the ClickHouse and chdb sinks apply on migrate. */
+function describeRetentionPerSite(config: ResolvedConfig): string {
+  const days = (d: number | undefined) => (d === undefined ? 'forever' : `${d} days`)
+  const global = config.retentionDays
+  const sites = config.sites === 'any' ? [] : config.sites
+  if (global === undefined && sites.every((s) => s.retention === undefined)) return 'forever (rows are never deleted)'
+  const perSite = sites.map((s) => `${s.domain} (${s.id}): ${days(s.retention?.days ?? global)}`)
+  return [`default ${days(global)}`, ...perSite].join('; ')
 }
 
 function printConfigErrors(error: ConfigErrors): void {

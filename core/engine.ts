@@ -25,7 +25,8 @@ import {
 } from './plugin.ts'
 import type { Listener } from './runtime/index.ts'
 import { type SinkDefinition, type SinkInstance, SinkStats } from './sink.ts'
-import { createSiteTable } from './sites.ts'
+import { SiteRefresher } from './site-sources.ts'
+import { createSiteTable, type SiteConfig } from './sites.ts'
 
 export interface EngineSink {
   name: string
@@ -56,6 +57,8 @@ export interface Engine {
   readonly logger: Logger
   /** Handles a request without a socket (tests, tools); `peerIp` stands for the TCP peer. */
   handle(request: Request, peerIp?: string): Promise<Response>
+  /** Reloads the sites' source now (tests, tools); resolves when the new set is in use or the load failed. */
+  refreshSites(): Promise<void>
   /** Starts listening; returns the bound address. */
   listen(): Promise<{ port: number; hostname: string }>
   health(): { status: number; body: unknown }
@@ -95,7 +98,7 @@ export async function createEngine(config: ResolvedConfig, options: EngineOption
   const logger = options.logger ?? createLogger({ level: config.logLevel })
   mkdirSync(config.stateDir, { recursive: true })
   const closeHooks: (() => void | Promise<void>)[] = []
-  const sites = createSiteTable(config.sites)
+  const sites = createSiteTable(config.sites, config.retentionDays)
   const services: EngineServices = {
     sites,
     server: config.server,
@@ -181,11 +184,34 @@ export async function createEngine(config: ResolvedConfig, options: EngineOption
   }
 
   const metrics = new Metrics()
-  const labels = [...sites.list().map((s) => s.label), 'other']
-  for (const p of plugins) {
-    for (const reason of Object.keys(p.definition.drops ?? {})) for (const l of labels) metrics.declareDrop(reason, l)
+  // Every site's drop series exist from the moment the site does (start, reload, refreshed source).
+  const declareSiteLabels = () => {
+    for (const label of [...sites.list().map((s) => s.label), 'other']) {
+      for (const p of plugins)
+        for (const reason of Object.keys(p.definition.drops ?? {})) metrics.declareDrop(reason, label)
+      metrics.declareDrop(PLUGIN_ERROR, label)
+    }
   }
-  for (const l of labels) metrics.declareDrop(PLUGIN_ERROR, l)
+  declareSiteLabels()
+  // Sites from a source are reloaded in the background; requests always see one whole set.
+  let currentConfig = config
+  const startRefresher = (c: ResolvedConfig) => {
+    if (!c.sitesSource) return undefined
+    const r = new SiteRefresher(
+      c.sitesSource,
+      Array.isArray(c.sites) ? c.sites.length : 0,
+      (next: SiteConfig[]) => {
+        sites.replace(next, currentConfig.retentionDays ?? null)
+        declareSiteLabels()
+      },
+      logger,
+    )
+    r.start()
+    return r
+  }
+  let refresher = startRefresher(config)
+  closeHooks.push(() => refresher?.stop())
+  metrics.siteSource = () => refresher?.status()
   for (const s of sinks) {
     metrics.sinks.push({
       name: s.name,
@@ -239,7 +265,12 @@ export async function createEngine(config: ResolvedConfig, options: EngineOption
       else if (h.state === 'degraded' && worst === 'ok') worst = 'degraded'
     }
     const status = stopping ? 'stopping' : worst
-    return { status: worst === 'failing' || stopping ? 503 : 200, body: { status, sinks: states } }
+    // A stale site set is shown, not failed on: events for the sites in use are still accepted.
+    const siteSource = refresher?.status()
+    return {
+      status: worst === 'failing' || stopping ? 503 : 200,
+      body: { status, sinks: states, ...(siteSource ? { sites: siteSource } : {}) },
+    }
   }
 
   let inFlight = 0
@@ -340,6 +371,7 @@ export async function createEngine(config: ResolvedConfig, options: EngineOption
       return { port: listener.port, hostname: listener.hostname }
     },
     health,
+    refreshSites: () => refresher?.refresh() ?? Promise.resolve(),
     async migrate() {
       const lines: string[] = []
       for (const s of sinks) {
@@ -366,12 +398,12 @@ export async function createEngine(config: ResolvedConfig, options: EngineOption
         })
       if (shape(next) !== shape(config)) ignored.push('plugins and sinks (their list or options changed)')
       if (JSON.stringify(next.server) !== JSON.stringify(config.server)) ignored.push('server settings')
-      sites.replace(next.sites)
-      for (const label of [...sites.list().map((s) => s.label), 'other']) {
-        for (const p of plugins)
-          for (const reason of Object.keys(p.definition.drops ?? {})) metrics.declareDrop(reason, label)
-        metrics.declareDrop(PLUGIN_ERROR, label)
-      }
+      currentConfig = next
+      refresher?.stop()
+      sites.replace(next.sites, next.retentionDays ?? null)
+      declareSiteLabels()
+      // The new config's source (loaded by loadConfig just now) takes over the refreshes.
+      refresher = startRefresher(next)
       for (const p of plugins) {
         try {
           await p.instance.reload?.()

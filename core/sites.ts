@@ -31,6 +31,8 @@ export interface Site {
   label: string
   /** Whether the site comes from the config, not derived under `sites: any`. */
   configured: boolean
+  /** Days its rows are kept (its own `retention`, else the global one); undefined = forever. */
+  retentionDays: number | undefined
 }
 
 export interface SiteConfig {
@@ -41,16 +43,20 @@ export interface SiteConfig {
   tracking?: boolean
   allowLocalhost?: boolean
   strict?: boolean
+  retention?: { days: number }
 }
 
 export interface SiteTable {
   /** Whether unknown domains are accepted (`sites: any`). */
   readonly any: boolean
+  /** The global `retention.days`: sites without their own, and derived ones, keep rows this long. */
+  readonly retentionDays: number | undefined
   /**
-   * Swaps in a new site list at once (config reload on SIGHUP). Lookups after the call see only the
-   * new sites; plugins that cache per Site object recompile for the new objects.
+   * Swaps in a new site list at once (config reload on SIGHUP, a refreshed site source). Lookups after
+   * the call see only the new sites; plugins that cache per Site object recompile for the new objects.
+   * `retentionDays` replaces the global retention when given.
    */
-  replace(config: SiteConfig[] | 'any'): void
+  replace(config: SiteConfig[] | 'any', retentionDays?: number | null): void
   byDomain(domain: string): Site | undefined
   /** By the id as written in a URL path (decimal). */
   byId(id: string): Site | undefined
@@ -70,22 +76,27 @@ export function derivedSiteId(domain: string): number {
   return digest.readUIntBE(0, 6) * 16 + (digest[6]! >> 4)
 }
 
-export function createSiteTable(config: SiteConfig[] | 'any'): SiteTable {
-  let state = buildState(config)
+/** `retentionDays`: the global `retention.days` (undefined = rows are kept forever). */
+export function createSiteTable(config: SiteConfig[] | 'any', retentionDays?: number): SiteTable {
+  let state = buildState(config, retentionDays)
   return {
     get any() {
       return state.any
     },
+    get retentionDays() {
+      return state.retentionDays
+    },
     byDomain: (domain) => state.byDomain.get(domain) ?? (state.any && domain !== '' ? state.derive(domain) : undefined),
     byId: (id) => state.byId.get(id) ?? (state.any && id !== '' ? state.derive(id) : undefined),
     list: () => state.sites,
-    replace(next) {
-      state = buildState(next)
+    replace(next, days) {
+      // null clears the global retention; undefined keeps it.
+      state = buildState(next, days === undefined ? state.retentionDays : (days ?? undefined))
     },
   }
 }
 
-function buildState(config: SiteConfig[] | 'any') {
+function buildState(config: SiteConfig[] | 'any', retentionDays: number | undefined) {
   const byDomain = new Map<string, Site>()
   const byId = new Map<string, Site>()
   const sites: Site[] = []
@@ -107,6 +118,7 @@ function buildState(config: SiteConfig[] | 'any') {
         strict: c.strict ?? false,
         label: c.domain,
         configured: true,
+        retentionDays: c.retention?.days ?? retentionDays,
       }
       sites.push(site)
       for (const d of domains) byDomain.set(d, site)
@@ -130,9 +142,10 @@ function buildState(config: SiteConfig[] | 'any') {
       strict: false,
       label: 'other',
       configured: false,
+      retentionDays,
     }
     derived.set(domain, site)
     return site
   }
-  return { any, byDomain, byId, sites, derive }
+  return { any, retentionDays, byDomain, byId, sites, derive }
 }
