@@ -31,6 +31,11 @@ export interface Site {
   label: string
   /** Whether the site comes from the config, not derived under `sites: any`. */
   configured: boolean
+  /**
+   * SHA-256 digests of the site's trusted-sender keys (core/senders.ts), never the keys themselves,
+   * so nothing that prints a Site can print a key. Empty: the site has no trusted senders.
+   */
+  keys: readonly Uint8Array[]
 }
 
 export interface SiteConfig {
@@ -41,6 +46,8 @@ export interface SiteConfig {
   tracking?: boolean
   allowLocalhost?: boolean
   strict?: boolean
+  /** Trusted-sender keys, as configured. */
+  keys?: string[]
 }
 
 export interface SiteTable {
@@ -59,6 +66,12 @@ export interface SiteTable {
 }
 
 const NO_SHIELDS: Shields = Object.freeze({ ip: [], country: [], page: [], hostname: [] }) as Shields
+const NO_KEYS: readonly Uint8Array[] = Object.freeze([])
+
+/** The SHA-256 of a trusted-sender key: what sites keep and what a presented key is compared by. */
+export function keyDigest(key: string): Uint8Array {
+  return createHash('sha256').update(key).digest()
+}
 const DERIVED_CACHE_LIMIT = 10_000
 
 /**
@@ -107,6 +120,7 @@ function buildState(config: SiteConfig[] | 'any') {
         strict: c.strict ?? false,
         label: c.domain,
         configured: true,
+        keys: c.keys === undefined || c.keys.length === 0 ? NO_KEYS : c.keys.map(keyDigest),
       }
       sites.push(site)
       for (const d of domains) byDomain.set(d, site)
@@ -130,6 +144,7 @@ function buildState(config: SiteConfig[] | 'any') {
       strict: false,
       label: 'other',
       configured: false,
+      keys: NO_KEYS,
     }
     derived.set(domain, site)
     return site
