@@ -91,8 +91,8 @@ export const SiteSchema = Type.Object(
     keys: Type.Optional(
       Type.Array(Type.String({ minLength: 16, maxLength: 512, pattern: '^[\\x21-\\x7e]+$' }), {
         description:
-          'Keys of trusted server-side senders (`Authorization: Bearer <key>`): a keyed request speaks for a visitor (IP and user agent from forwarding headers, a client `timestamp`). At least 16 visible ASCII characters; use `${VAR}` to keep them out of the file.',
-        examples: [['${SHOP_BACKEND_KEY}']],
+          'Keys of trusted server-side senders (`Authorization: Bearer <key>`): a keyed request speaks for a visitor (IP and user agent from forwarding headers, a client `timestamp`). At least 16 visible ASCII characters; substitute them from the environment to keep them out of the file.',
+        examples: [['$' + '{SHOP_BACKEND_KEY}']],
       }),
     ),
   },
