@@ -124,7 +124,7 @@ describe('trusted senders on /api/event', () => {
     // from the header, not from the peer, and the user agent from X-Forwarded-User-Agent.
     const next = page('keyed-next')
     await post('/api/event', { ...body, u: `https://shop.example${next}`, timestamp: iso(at + 60_000) }, headers)
-    expect(eventsAt(next)[0]?.session_id).toBe(row?.session_id!)
+    expect(eventsAt(next)[0]?.session_id).toBe(row!.session_id)
     // Another forwarded address is another visitor.
     const other = page('keyed-other')
     await post(
@@ -132,7 +132,7 @@ describe('trusted senders on /api/event', () => {
       { ...body, u: `https://shop.example${other}`, timestamp: iso(at + 60_000) },
       { ...headers, 'x-forwarded-for': freshIp() },
     )
-    expect(eventsAt(other)[0]?.user_id).not.toBe(row?.user_id!)
+    expect(eventsAt(other)[0]?.user_id).not.toBe(row!.user_id)
   })
 
   test('without X-Forwarded-User-Agent the User-Agent header is the visitor’s', async () => {
@@ -385,7 +385,7 @@ describe('the batch route', () => {
     expect(answer.status).toBe(202)
     expect(answer.json).toEqual({ accepted: 2, dropped: [{ index: 1, reason: 'dropped' }], rejected: [] })
     const [row] = eventsAt(p[0]!)
-    expect(Date.parse(`${(row?.timestamp as string).replace(' ', 'T')}Z`)).toBeGreaterThanOrEqual(before)
+    expect(Date.parse(`${(row!.timestamp as string).replace(' ', 'T')}Z`)).toBeGreaterThanOrEqual(before)
     // A bot batch is dropped without saying why.
     const bots = await post('/api/event/batch', [items[0]], { 'user-agent': 'curl/8.4.0' })
     expect(bots.json).toEqual({ accepted: 0, dropped: [{ index: 0, reason: 'dropped' }], rejected: [] })
