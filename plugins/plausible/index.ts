@@ -372,14 +372,22 @@ class Run {
     return n
   }
 
-  /** The dropped slots, in order, as `{ index | domain, reason }` entries. */
-  dropped<K extends 'index' | 'domain'>(key: K, reasons: boolean): Record<K | 'reason', string | number>[] {
-    const out: Record<K | 'reason', string | number>[] = []
+  /** The dropped events, in order, by the domain they named (the single route's answer). */
+  droppedByDomain(): { domain: string; reason: string }[] {
+    const out: { domain: string; reason: string }[] = []
     for (let s = 0; s < this.slotReason.length; s++) {
       const reason = this.slotReason[s]
-      if (reason === undefined) continue
-      const where = key === 'index' ? this.slotItem[s]! : this.slotDomain[s]!
-      out.push({ [key]: where, reason: reasons ? reason : 'dropped' } as Record<K | 'reason', string | number>)
+      if (reason !== undefined) out.push({ domain: this.slotDomain[s]!, reason })
+    }
+    return out
+  }
+
+  /** The dropped events, in order, by item index; `withReasons: false` says only `dropped`. */
+  droppedByIndex(withReasons: boolean): { index: number; reason: string }[] {
+    const out: { index: number; reason: string }[] = []
+    for (let s = 0; s < this.slotReason.length; s++) {
+      const reason = this.slotReason[s]
+      if (reason !== undefined) out.push({ index: this.slotItem[s]!, reason: withReasons ? reason : 'dropped' })
     }
     return out
   }
@@ -387,7 +395,7 @@ class Run {
 
 /** A trusted sender's answer: how many events were stored, and each dropped one's domain and reason. */
 function keyedAnswer(run: Run): Response {
-  const dropped = run.dropped('domain', true)
+  const dropped = run.droppedByDomain()
   const headers: Record<string, string> = { 'content-type': JSON_TYPE }
   if (dropped.length > 0) headers['x-plausible-dropped'] = String(dropped.length)
   return new Response(JSON.stringify({ accepted: run.accepted, dropped }), { status: 202, headers })
@@ -399,7 +407,7 @@ function keyedAnswer(run: Run): Response {
  */
 function batchAnswer(run: Run, trusted: boolean): Response {
   return new Response(
-    JSON.stringify({ accepted: run.accepted, dropped: run.dropped('index', trusted), rejected: run.rejected }),
+    JSON.stringify({ accepted: run.accepted, dropped: run.droppedByIndex(trusted), rejected: run.rejected }),
     { status: 202, headers: { 'content-type': JSON_TYPE } },
   )
 }
