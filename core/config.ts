@@ -104,6 +104,13 @@ export const SiteSchema = Type.Object(
     allowLocalhost: Type.Optional(Type.Boolean({ description: 'Accept events from localhost origins (Lynkow).' })),
     strict: Type.Optional(Type.Boolean({ description: 'Answer validation failures with 422 (Lynkow strict mode).' })),
     retention: Type.Optional(RetentionSchema),
+    keys: Type.Optional(
+      Type.Array(Type.String({ minLength: 16, maxLength: 512, pattern: '^[\\x21-\\x7e]+$' }), {
+        description:
+          'Keys of trusted server-side senders (`Authorization: Bearer <key>`): a keyed request speaks for a visitor (IP and user agent from forwarding headers, a client `timestamp`). At least 16 visible ASCII characters; substitute them from the environment to keep them out of the file.',
+        examples: [['$' + '{SHOP_BACKEND_KEY}']],
+      }),
+    ),
   },
   { additionalProperties: false },
 )

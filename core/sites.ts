@@ -33,6 +33,11 @@ export interface Site {
   configured: boolean
   /** Days its rows are kept (its own `retention`, else the global one); undefined = forever. */
   retentionDays: number | undefined
+  /**
+   * SHA-256 digests of the site's trusted-sender keys (core/senders.ts), never the keys themselves,
+   * so nothing that prints a Site can print a key. Empty: the site has no trusted senders.
+   */
+  keys: readonly Uint8Array[]
 }
 
 export interface SiteConfig {
@@ -44,6 +49,8 @@ export interface SiteConfig {
   allowLocalhost?: boolean
   strict?: boolean
   retention?: { days: number }
+  /** Trusted-sender keys, as configured. */
+  keys?: string[]
 }
 
 export interface SiteTable {
@@ -65,6 +72,12 @@ export interface SiteTable {
 }
 
 const NO_SHIELDS: Shields = Object.freeze({ ip: [], country: [], page: [], hostname: [] }) as Shields
+const NO_KEYS: readonly Uint8Array[] = Object.freeze([])
+
+/** The SHA-256 of a trusted-sender key: what sites keep and what a presented key is compared by. */
+export function keyDigest(key: string): Uint8Array {
+  return createHash('sha256').update(key).digest()
+}
 const DERIVED_CACHE_LIMIT = 10_000
 
 /**
@@ -119,6 +132,7 @@ function buildState(config: SiteConfig[] | 'any', retentionDays: number | undefi
         label: c.domain,
         configured: true,
         retentionDays: c.retention?.days ?? retentionDays,
+        keys: c.keys === undefined || c.keys.length === 0 ? NO_KEYS : c.keys.map(keyDigest),
       }
       sites.push(site)
       for (const d of domains) byDomain.set(d, site)
@@ -143,6 +157,7 @@ function buildState(config: SiteConfig[] | 'any', retentionDays: number | undefi
       label: 'other',
       configured: false,
       retentionDays,
+      keys: NO_KEYS,
     }
     derived.set(domain, site)
     return site

@@ -240,3 +240,30 @@ describe('config errors carry the path of the bad value', () => {
     expect(issues).toEqual(['plugins[1]: route POST /t/event is already served by test-dialect'])
   })
 })
+
+describe('trusted-sender keys (sites[].keys)', () => {
+  test('come from the environment through ${VAR}', async () => {
+    const config = await resolveConfig(
+      { sites: [{ id: 1, domain: 'a.example', keys: ['${SHOP_KEY}'] }] },
+      { source: '(test)', baseDir: root, env: undefined, vars: { SHOP_KEY: 'from-the-environment-0123' } },
+    )
+    expect(config.sites).toEqual([{ id: 1, domain: 'a.example', keys: ['from-the-environment-0123'] }])
+  })
+
+  test.each([
+    ['too short', 'short-key-123'],
+    ['with a blank', 'a key with blanks in it'],
+  ])('a key %s is refused at its path, and the message does not repeat it', async (_, key) => {
+    const issues = await issuesOf(
+      resolveConfig(
+        { sites: [{ id: 1, domain: 'a.example', keys: ['${SHOP_KEY}'] }] },
+        { source: '(test)', baseDir: root, env: undefined, vars: { SHOP_KEY: key } },
+      ),
+    )
+    expect(issues.length).toBeGreaterThan(0)
+    for (const issue of issues) {
+      expect(issue).toStartWith('sites[0].keys[0]: ')
+      expect(issue).not.toContain(key)
+    }
+  })
+})

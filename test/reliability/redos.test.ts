@@ -13,6 +13,7 @@ import { Glob } from 'bun'
 import ts from 'typescript'
 import type { AnalyticsEvent } from '../../core/event.ts'
 import type { PluginDefinition } from '../../core/plugin.ts'
+import { bearerDigest } from '../../core/senders.ts'
 import { contextFor, makeEvent, setupPlugin } from '../../core/testing.ts'
 import bots from '../../plugins/bots/index.ts'
 import { normaliseEventType, readFields } from '../../plugins/lynkow/fields.ts'
@@ -21,6 +22,7 @@ import { parseEventTime } from '../../plugins/lynkow/time.ts'
 import { isLocalHost } from '../../plugins/lynkow/urls.ts'
 import { createBodyReader } from '../../plugins/plausible/body.ts'
 import { createRequestReader } from '../../plugins/plausible/request.ts'
+import { clientTimestampMs } from '../../plugins/plausible/timestamp.ts'
 import { parseJson } from '../../plugins/props/json.ts'
 import redact from '../../plugins/redact/index.ts'
 import referrer from '../../plugins/referrer/index.ts'
@@ -73,6 +75,8 @@ const INVENTORY: Record<string, 'request' | 'config'> = {
   'core/options.ts /~1/g': 'config',
   'core/options.ts /~0/g': 'config',
   'core/trust.ts /^\\d{1,3}$/': 'config',
+  'core/senders.ts /^Bearer[ \\t]+([\\x21-\\x7e]+)[ \\t]*$/i': 'request',
+  'core/senders.ts /^bearer(?:[ \\t]|$)/i': 'request',
   'core/wildcard.ts /\\*+/': 'config',
   'plugins/bots/index.ts new RegExp': 'request',
   'plugins/lynkow/fields.ts /_([a-z])/g': 'config',
@@ -84,9 +88,13 @@ const INVENTORY: Record<string, 'request' | 'config'> = {
     'request',
   'plugins/lynkow/time.ts /^\\d{1,16}$/': 'request',
   'plugins/lynkow/urls.ts /^127\\.\\d{1,3}\\.\\d{1,3}\\.\\d{1,3}$/': 'request',
+  'plugins/plausible/index.ts /\\/+$/': 'config',
   'plugins/plausible/request.ts /^[+-]?[0-9]+$/': 'request',
   'plugins/plausible/request.ts /^[A-Z]{3}$/': 'request',
   'plugins/plausible/request.ts /^[+-]?(?:[0-9]+(?:\\.[0-9]*)?|\\.[0-9]+)(?:[eE][+-]?[0-9]+)?/': 'request',
+  'plugins/plausible/timestamp.ts /^(\\d{4})-(\\d{2})-(\\d{2})[Tt ](\\d{2}):(\\d{2})(?::(\\d{2})(?:[.,](\\d{1,9}))?)?(?:([Zz])|([+-])(\\d{2}):?(\\d{2}))$/':
+    'request',
+  'plugins/plausible/timestamp.ts /^[0-9]{1,15}$/': 'request',
   'plugins/props/json.ts /[:,[]\\s*-?(?:\\d+[.eE]|\\d{16})/': 'request',
   'plugins/redact/redactor.ts new RegExp': 'request',
   'plugins/redact/redactor.ts /[.*+?^${}()|[\\]\\\\]/g': 'config',
@@ -131,6 +139,18 @@ test('the inventory lists every regex in core/ and plugins/ (add new ones above,
 })
 
 describe('core', () => {
+  test('senders.ts: the bearer key of an Authorization header', async () => {
+    await withinBudget(
+      50,
+      {
+        blanks: `Bearer ${' \t'.repeat(BIG / 2)}x\u0001`,
+        token: `Bearer ${'a'.repeat(BIG)} \u0001`,
+        both: `Bearer ${'a '.repeat(BIG / 2)}`,
+      },
+      (value: string) => expect(bearerDigest(new Headers({ authorization: value }))).toBeNull(),
+    )
+  })
+
   test('http.ts: the CORS preflight header check (/^[\\w\\-, ]{1,500}$/)', async () => {
     const t = await standardEngine()
     try {
@@ -175,6 +195,19 @@ describe('plausible and props', () => {
         signs: { currency: 'EUR', amount: '+'.repeat(BIG) },
       },
       (revenue: object) => readRequest({ n: 'pageview', u: 'https://example.com/', d: 'example.com', revenue }),
+    )
+  })
+
+  test("timestamp.ts: a trusted sender's timestamp as ISO-8601 or epoch digits", async () => {
+    await withinBudget(
+      50,
+      {
+        digits: '1'.repeat(BIG),
+        iso: `2026-11-22T11:00:00.${'1'.repeat(BIG)}Z`,
+        dashes: '2026-'.repeat(BIG / 5),
+        zone: `2026-11-22T11:00:00+${'0'.repeat(BIG)}`,
+      },
+      (text: string) => expect(clientTimestampMs(text)).toBeNaN(),
     )
   })
 
