@@ -42,6 +42,23 @@ describe('configured paths', () => {
     expect(t.events().map((r) => r.pathname)).toEqual(['/api/event', '/p/e'])
   })
 
+  test('each Plausible path has its batch route', async () => {
+    const item = (path: string) => ({ n: 'pageview', u: `https://example.com${path}`, d: 'example.com' })
+    const res = await fetch(`${base}/p/e/batch`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json', 'user-agent': TEST_UA },
+      body: JSON.stringify([item('/one'), item('/two')]),
+    })
+    expect(res.status).toBe(202)
+    expect(await res.json()).toEqual({ accepted: 2, dropped: [], rejected: [] })
+    expect(
+      t
+        .events()
+        .slice(-2)
+        .map((r) => r.pathname),
+    ).toEqual(['/one', '/two'])
+  })
+
   test('the Lynkow path takes its :siteId; its default path is gone when paths are set', async () => {
     const body = JSON.stringify({ event_type: 'page_view', page_path: '/docs' })
     const headers = { 'content-type': 'application/json', 'user-agent': TEST_UA, origin: 'https://example.com' }
