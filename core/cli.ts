@@ -2,12 +2,15 @@
 // The command line: `serve` (default), `check`, `schema`, `migrate`, `replay`. A config error stops start-up
 // with every bad value's path and exit code 2, never a stack trace.
 
-import { ConfigErrors, type LoadOptions, loadConfig, type ResolvedConfig } from './config.ts'
+import { readFileSync } from 'node:fs'
+import { ConfigErrors, type LoadOptions, loadConfig, type ResolvedComponent, type ResolvedConfig } from './config.ts'
 import { createEngine, type Engine } from './engine.ts'
+import { explain, formatExplain, parseExplainInput } from './explain.ts'
 import { createLogger } from './logger.ts'
 import { STAGES } from './plugin.ts'
 import { type ReplayOptions, resolveReplayOptions, runReplay } from './replay/index.ts'
 import { configJsonSchema } from './schema.ts'
+import type { SinkDefinition } from './sink.ts'
 
 const USAGE = `Usage: analytics-ingest [command] [options]
 
@@ -16,6 +19,10 @@ Commands:
   check     Validate the config, print the resolved pipeline stage by stage; exit 1 on error.
   schema    Print the JSON Schema of the config file (for editors).
   migrate   Create or upgrade the sinks' databases and tables, then exit.
+  explain REQUEST.json
+            Run one request through the configured pipeline and print each plugin's verdict, what it
+            changed, the rows the sinks would get and the answer; writes nothing. REQUEST.json is
+            {"method", "path", "headers", "body", "peer"}; - reads it from stdin.
   replay    Feed recorded requests or stdout-sink rows through the config's pipeline and sinks:
             replay [--format ndjson|access-log] INPUT... (- = stdin). See docs/operators/replay.md.
 
@@ -25,6 +32,7 @@ Options:
   --port, -p N        Override server.port.
   --host ADDRESS      Override server.host.
   --no-migrate        serve, replay: do not create or upgrade tables at start.
+  --json              explain: print the report as JSON.
   --format NAME       replay: ndjson (default) or access-log.
   --chunk-size N      replay: records per checkpoint (sinks flushed, then ids recorded). Default 1000.
   --status LIST       replay, access-log: only lines nginx answered with these statuses (e.g. 502,504).
@@ -32,16 +40,21 @@ Options:
   --help, -h          This text.
 `
 
+const COMMANDS = ['serve', 'check', 'schema', 'migrate', 'explain', 'replay', 'help'] as const
+
 interface Args {
-  command: 'serve' | 'check' | 'schema' | 'migrate' | 'replay' | 'help'
+  command: (typeof COMMANDS)[number]
   load: LoadOptions
   migrate: boolean
+  json: boolean
+  /** Arguments after the command that are not options (explain's request file, replay's inputs). */
+  positionals: string[]
   replay: ReplayOptions | undefined
 }
 
 export function parseArgs(argv: string[]): Args | { error: string } {
-  const args: Args = { command: 'serve', load: {}, migrate: true, replay: undefined }
-  const replay: Record<string, unknown> & { inputs: string[] } = { inputs: [] }
+  const args: Args = { command: 'serve', load: {}, migrate: true, json: false, positionals: [], replay: undefined }
+  const replay: Record<string, unknown> = {}
   let commandSeen = false
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i]!
@@ -76,6 +89,9 @@ export function parseArgs(argv: string[]): Args | { error: string } {
         case '--no-migrate':
           args.migrate = false
           break
+        case '--json':
+          args.json = true
+          break
         case '--help':
         case '-h':
           args.command = 'help'
@@ -96,22 +112,22 @@ export function parseArgs(argv: string[]): Args | { error: string } {
             .map((x) => Number(x.trim()))
           break
         default:
-          if (
-            !a.startsWith('-') &&
-            !commandSeen &&
-            ['serve', 'check', 'schema', 'migrate', 'replay', 'help'].includes(a)
-          ) {
+          if (!a.startsWith('-') && !commandSeen && (COMMANDS as readonly string[]).includes(a)) {
             args.command = a as Args['command']
             commandSeen = true
-          } else if (args.command === 'replay' && (a === '-' || !a.startsWith('-'))) replay.inputs.push(a)
-          else return { error: `unknown argument: ${a}` }
+          } else if ((args.command === 'explain' || args.command === 'replay') && (a === '-' || !a.startsWith('-'))) {
+            args.positionals.push(a)
+          } else return { error: `unknown argument: ${a}` }
       }
     } catch (error) {
       return { error: (error as Error).message }
     }
   }
+  if (args.command === 'explain' && args.positionals.length !== 1) {
+    return { error: 'explain needs one request file (or - for stdin)' }
+  }
   if (args.command === 'replay') {
-    const resolved = resolveReplayOptions(replay)
+    const resolved = resolveReplayOptions({ ...replay, inputs: args.positionals })
     if ('error' in resolved) return resolved
     args.replay = resolved
   }
@@ -126,9 +142,15 @@ export function describePipeline(config: ResolvedConfig, engine?: Engine): strin
   lines.push(
     `server: ${s.host}:${s.port}, body limit ${s.bodyLimit} bytes, trusted proxies: ${s.trustedProxies.join(', ') || 'none'}`,
   )
+  const source = config.sitesSource
   lines.push(
-    `sites: ${config.sites === 'any' ? 'any (site ids derived from the domain)' : config.sites.map((x) => `${x.domain} (${x.id})`).join(', ')}`,
+    `sites: ${source ? `from ${source.describe}${source.refreshSeconds > 0 ? `, refreshed every ${source.refreshSeconds} s` : ''}: ` : ''}${
+      config.sites === 'any'
+        ? 'any (site ids derived from the domain)'
+        : config.sites.map((x) => `${x.domain} (${x.id})`).join(', ') || 'none'
+    }`,
   )
+  lines.push(`retention: ${describeRetentionPerSite(config)}`)
   lines.push(`state: ${config.stateDir}`)
   for (const stage of STAGES) {
     const names = config.plugins.filter((p) => p.definition.stage === stage)
@@ -151,6 +173,27 @@ export function describePipeline(config: ResolvedConfig, engine?: Engine): strin
   }
   lines.push(`sinks     ${config.sinks.map((x) => x.name).join(', ')}`)
   return lines.join('\n')
+}
+
+async function readStdin(): Promise<string> {
+  const chunks: Buffer[] = []
+  for await (const chunk of process.stdin) chunks.push(Buffer.from(chunk as Uint8Array))
+  return Buffer.concat(chunks).toString('utf8')
+}
+
+async function memorySinkComponent(): Promise<ResolvedComponent<SinkDefinition>> {
+  const definition = (await import('../sinks/memory/index.ts')).default as SinkDefinition
+  return { name: 'memory', path: 'sinks', definition, options: { maxRows: 1000 }, mode: 'drop' }
+}
+
+/** `forever`, or the global days and each site's: what the ClickHouse and chdb sinks apply on migrate. */
+function describeRetentionPerSite(config: ResolvedConfig): string {
+  const days = (d: number | undefined) => (d === undefined ? 'forever' : `${d} days`)
+  const global = config.retentionDays
+  const sites = config.sites === 'any' ? [] : config.sites
+  if (global === undefined && sites.every((s) => s.retention === undefined)) return 'forever (rows are never deleted)'
+  const perSite = sites.map((s) => `${s.domain} (${s.id}): ${days(s.retention?.days ?? global)}`)
+  return [`default ${days(global)}`, ...perSite].join('; ')
 }
 
 function printConfigErrors(error: ConfigErrors): void {
@@ -177,6 +220,8 @@ export async function main(argv: string[]): Promise<number> {
   let engine: Engine
   try {
     config = await loadConfig(args.load)
+    // explain writes nothing: the configured sinks are not even set up.
+    if (args.command === 'explain') config = { ...config, sinks: [await memorySinkComponent()] }
     engine = await createEngine(config, {
       logger: createLogger({ level: args.command === 'serve' ? undefined : 'warn' }),
     })
@@ -193,6 +238,20 @@ export async function main(argv: string[]): Promise<number> {
     process.stdout.write(`${describePipeline(config, engine)}\nconfig OK\n`)
     await engine.shutdown()
     return 0
+  }
+  if (args.command === 'explain') {
+    try {
+      const source = args.positionals[0]!
+      const text = source === '-' ? await readStdin() : readFileSync(source, 'utf8')
+      const report = await explain(engine, parseExplainInput(text))
+      process.stdout.write(args.json ? `${JSON.stringify(report, null, 2)}\n` : formatExplain(report))
+      return 0
+    } catch (error) {
+      process.stderr.write(`explain: ${(error as Error).message}\n`)
+      return 2
+    } finally {
+      await engine.shutdown()
+    }
   }
   if (args.replay) {
     // Like serve: a fresh database gets its tables before the first row arrives.

@@ -5,12 +5,15 @@ import { existsSync, readFileSync } from 'node:fs'
 import { dirname, extname, isAbsolute, resolve } from 'node:path'
 import { pathToFileURL } from 'node:url'
 import { type Static, type TSchema, Type } from '@sinclair/typebox'
+import { type TypeCheck, TypeCompiler } from '@sinclair/typebox/compiler'
+import { Value } from '@sinclair/typebox/value'
 import { LineCounter, parseDocument } from 'yaml'
 import { builtinPlugins } from '../plugins/registry.ts'
 import { builtinSinks } from '../sinks/registry.ts'
 import { appendKey, type ConfigIssue, resolveOptions } from './options.ts'
 import { type PluginDefinition, type ServerSettings, STAGES } from './plugin.ts'
 import type { SinkDefinition } from './sink.ts'
+import { createSiteSource, type SiteSource, SiteSourceError, SiteSourceSchema } from './site-sources.ts'
 import type { SiteConfig } from './sites.ts'
 
 const StringList = (description: string) => Type.Array(Type.String({ minLength: 1 }), { description })
@@ -79,6 +82,18 @@ export const ShieldsSchema = Type.Object(
   { additionalProperties: false },
 )
 
+export const RetentionSchema = Type.Object(
+  {
+    days: Type.Integer({
+      minimum: 1,
+      // Far-off expiry dates would overflow ClickHouse's DateTime (year 2106).
+      maximum: 18250,
+      description: 'Rows older than this many days are deleted by the ClickHouse and chdb sinks.',
+    }),
+  },
+  { additionalProperties: false, description: 'How long rows are kept; absent = forever.' },
+)
+
 export const SiteSchema = Type.Object(
   {
     id: Type.Integer({ minimum: 1, maximum: Number.MAX_SAFE_INTEGER, description: 'The site_id written to the rows.' }),
@@ -88,6 +103,14 @@ export const SiteSchema = Type.Object(
     tracking: Type.Optional(Type.Boolean({ description: 'false stops recording events for this site.' })),
     allowLocalhost: Type.Optional(Type.Boolean({ description: 'Accept events from localhost origins (Lynkow).' })),
     strict: Type.Optional(Type.Boolean({ description: 'Answer validation failures with 422 (Lynkow strict mode).' })),
+    retention: Type.Optional(RetentionSchema),
+    keys: Type.Optional(
+      Type.Array(Type.String({ minLength: 16, maxLength: 512, pattern: '^[\\x21-\\x7e]+$' }), {
+        description:
+          'Keys of trusted server-side senders (`Authorization: Bearer <key>`): a keyed request speaks for a visitor (IP and user agent from forwarding headers, a client `timestamp`). At least 16 visible ASCII characters; substitute them from the environment to keep them out of the file.',
+        examples: [['$' + '{SHOP_BACKEND_KEY}']],
+      }),
+    ),
   },
   { additionalProperties: false },
 )
@@ -104,11 +127,13 @@ const ComponentEntry = Type.Union(
 const TopLevel = {
   server: Type.Optional(ServerSchema),
   sites: Type.Optional(
-    Type.Union([Type.Literal('any'), Type.Array(SiteSchema)], {
-      description: 'The sites to accept, or `any` to accept every domain (site ids derived from the domain).',
-      errorMessage: 'expected `any` or a list of sites',
+    Type.Union([Type.Literal('any'), Type.Array(SiteSchema), SiteSourceSchema], {
+      description:
+        'The sites to accept: a list, `any` to accept every domain (site ids derived from the domain), or a source ({ file }, { sql, database } or { url }) reloaded every refreshSeconds.',
+      errorMessage: 'expected `any`, a list of sites, or a source ({ file }, { sql, database } or { url })',
     }),
   ),
+  retention: Type.Optional(RetentionSchema),
   plugins: Type.Optional(
     Type.Array(ComponentEntry, { description: 'Plugins in order; the stage table orders stages.' }),
   ),
@@ -152,6 +177,23 @@ export interface ResolvedComponent<D> {
   path: string
   definition: D
   options: unknown
+  /**
+   * Plugins that drop inside the pipeline: `drop` (default) or `report`, which tags the event with
+   * `would_drop` and lets it go on. Taken from the entry's options by the core, not by the plugin.
+   */
+  mode: DropMode
+}
+
+export type DropMode = 'drop' | 'report'
+
+/** Whether `mode: report` applies: the plugin declares drops and decides them inside the pipeline. */
+export function canReport(definition: PluginDefinition): boolean {
+  return definition.stage !== 'parse' && Object.keys(definition.drops ?? {}).length > 0 && !ownsModeOption(definition)
+}
+
+function ownsModeOption(definition: { options: TSchema }): boolean {
+  const properties = (definition.options as { properties?: Record<string, unknown> }).properties
+  return properties !== undefined && 'mode' in properties
 }
 
 export interface ResolvedConfig {
@@ -162,7 +204,12 @@ export interface ResolvedConfig {
   stateDir: string
   logLevel: 'debug' | 'info' | 'warn' | 'error'
   server: ServerSettings & { shutdownTimeoutMs: number }
+  /** The sites in use: inline, or as a source answered when the config was resolved. */
   sites: SiteConfig[] | 'any'
+  /** Where the sites come from when not inline; the engine reloads it every refreshSeconds. */
+  sitesSource?: SiteSource
+  /** The global `retention.days`; undefined = rows are kept forever. */
+  retentionDays?: number
   plugins: ResolvedComponent<PluginDefinition>[]
   sinks: ResolvedComponent<SinkDefinition>[]
 }
@@ -290,8 +337,28 @@ export async function resolveConfig(raw: unknown, options: ResolveOptions): Prom
   const server = resolveOptions<ResolvedConfig['server']>(ServerSchema, config.server ?? {}, 'server')
   if (!server.ok && !bad('server')) issues.push(...server.issues)
 
-  const sites = config.sites ?? 'any'
-  if (Array.isArray(sites) && !bad('sites')) checkSites(sites, issues)
+  let sites: SiteConfig[] | 'any' = 'any'
+  let sitesSource: SiteSource | undefined
+  const rawSites = config.sites ?? 'any'
+  if (Array.isArray(rawSites)) {
+    sites = rawSites
+    if (!bad('sites')) checkSites(rawSites, issues)
+  } else if (rawSites !== 'any' && typeof rawSites === 'object' && !bad('sites')) {
+    const made = createSiteSource(rawSites, 'sites', options.baseDir, validateSiteRows)
+    if (Array.isArray(made)) issues.push(...made)
+    else {
+      sitesSource = made
+      // The first load decides start-up: a source that cannot answer is a config error, as a bad
+      // inline site would be (refreshes later keep the last good set instead).
+      try {
+        sites = await made.load()
+      } catch (error) {
+        if (error instanceof SiteSourceError) {
+          for (const i of error.issues) issues.push({ path: i.path, message: `${i.message} (from ${made.describe})` })
+        } else issues.push({ path: 'sites', message: `${made.describe}: ${(error as Error).message}` })
+      }
+    }
+  }
 
   const plugins = await resolveComponents<PluginDefinition>(
     Array.isArray(config.plugins) ? config.plugins : [],
@@ -323,6 +390,8 @@ export async function resolveConfig(raw: unknown, options: ResolveOptions): Prom
     logLevel: (config.log?.level ?? 'info') as ResolvedConfig['logLevel'],
     server: resolvedServer,
     sites,
+    ...(sitesSource ? { sitesSource } : {}),
+    ...(config.retention ? { retentionDays: config.retention.days } : {}),
     plugins,
     sinks: sinks.length ? sinks : await defaultSinks(),
   }
@@ -330,7 +399,7 @@ export async function resolveConfig(raw: unknown, options: ResolveOptions): Prom
 
 async function defaultSinks(): Promise<ResolvedComponent<SinkDefinition>[]> {
   const definition = (await builtinSinks.stdout!()).default
-  return [{ name: 'stdout', path: 'sinks', definition, options: resolveDefaults(definition.options) }]
+  return [{ name: 'stdout', path: 'sinks', definition, options: resolveDefaults(definition.options), mode: 'drop' }]
 }
 
 function resolveDefaults(schema: TSchema): unknown {
@@ -380,6 +449,31 @@ function substitute(
     return out
   }
   return value
+}
+
+const SiteList = Type.Array(SiteSchema)
+let siteListCheck: TypeCheck<typeof SiteList> | undefined
+
+/** Rows from a site source, checked exactly as inline sites are (paths `sites[3].domain`). */
+export function validateSiteRows(
+  rows: unknown,
+): { ok: true; sites: SiteConfig[] } | { ok: false; issues: ConfigIssue[] } {
+  if (!Array.isArray(rows)) return { ok: false, issues: [{ path: 'sites', message: 'expected a list of sites' }] }
+  // A refresh validates on the event loop: the compiled check keeps a thousand sites to a millisecond
+  // or two; the slower walk that names each bad value runs only when something is wrong.
+  siteListCheck ??= TypeCompiler.Compile(SiteList)
+  // Defaults first, as for inline sites (resolveOptions does the same).
+  const withDefaults = Value.Default(SiteList, Value.Clone(rows))
+  let sites: SiteConfig[]
+  if (siteListCheck.Check(withDefaults)) sites = withDefaults as SiteConfig[]
+  else {
+    const checked = resolveOptions<SiteConfig[]>(SiteList, rows, 'sites')
+    if (!checked.ok) return checked
+    sites = checked.value
+  }
+  const issues: ConfigIssue[] = []
+  checkSites(sites, issues)
+  return issues.length ? { ok: false, issues } : { ok: true, sites }
 }
 
 function checkSites(sites: SiteConfig[], issues: ConfigIssue[]): void {
@@ -468,12 +562,44 @@ async function resolveComponents<D extends { name: string; options: TSchema }>(
     }
     const def = definition as D
     const key = appendKey(at, ref)
-    const checked = resolveOptions(def.options, rawOptions ?? {}, key)
+    const { mode, options: ownOptions } = splitMode(kind, def, rawOptions, key, issues)
+    const checked = resolveOptions(def.options, ownOptions ?? {}, key)
     if (!checked.ok) {
       issues.push(...checked.issues)
       continue
     }
-    out.push({ name: isPathRef(ref) ? def.name : ref, path: key, definition: def, options: checked.value })
+    out.push({ name: isPathRef(ref) ? def.name : ref, path: key, definition: def, options: checked.value, mode })
   }
   return out
+}
+
+/**
+ * Takes the core's `mode` out of a plugin entry's options. Only plugins that drop inside the pipeline
+ * have it; a dialect's drops (unknown site, …) are decided before any event exists to tag.
+ */
+function splitMode(
+  kind: 'plugins' | 'sinks',
+  definition: { options: TSchema },
+  raw: unknown,
+  key: string,
+  issues: ConfigIssue[],
+): { mode: DropMode; options: unknown } {
+  if (kind !== 'plugins' || !raw || typeof raw !== 'object' || Array.isArray(raw) || !('mode' in raw)) {
+    return { mode: 'drop', options: raw }
+  }
+  const plugin = definition as PluginDefinition
+  if (ownsModeOption(plugin)) return { mode: 'drop', options: raw }
+  const { mode, ...rest } = raw as Record<string, unknown>
+  if (!canReport(plugin)) {
+    issues.push({
+      path: `${key}.mode`,
+      message:
+        plugin.stage === 'parse'
+          ? 'a dialect cannot report: its drops (unknown site, …) happen before there is an event to tag'
+          : 'this plugin never drops, so it has no mode',
+    })
+  } else if (mode !== 'drop' && mode !== 'report') {
+    issues.push({ path: `${key}.mode`, message: 'expected drop or report' })
+  } else return { mode, options: rest }
+  return { mode: 'drop', options: rest }
 }

@@ -3,8 +3,9 @@
 
 import { mkdirSync } from 'node:fs'
 import { resolve } from 'node:path'
-import type { ResolvedComponent, ResolvedConfig } from './config.ts'
+import type { DropMode, ResolvedComponent, ResolvedConfig } from './config.ts'
 import { ConfigErrors } from './config.ts'
+import { DropCounters } from './drop-counters.ts'
 import { eventFromRequest } from './event.ts'
 import { buildHttpApp, type HttpHost, listenApp, ReadDeadlines, withRoutableUrl } from './http.ts'
 import { createLogger, type Logger } from './logger.ts'
@@ -24,7 +25,8 @@ import {
 } from './plugin.ts'
 import type { Listener } from './runtime/index.ts'
 import { type SinkDefinition, type SinkInstance, SinkStats } from './sink.ts'
-import { createSiteTable } from './sites.ts'
+import { SiteRefresher } from './site-sources.ts'
+import { createSiteTable, type SiteConfig } from './sites.ts'
 
 export interface EngineSink {
   name: string
@@ -38,6 +40,8 @@ export interface EnginePlugin {
   name: string
   definition: PluginDefinition
   instance: PluginInstance
+  /** `report`: the plugin's drops only tag the event (`would_drop`). */
+  mode: DropMode
 }
 
 export interface Engine {
@@ -53,6 +57,8 @@ export interface Engine {
   readonly logger: Logger
   /** Handles a request without a socket (tests, tools); `peerIp` stands for the TCP peer. */
   handle(request: Request, peerIp?: string): Promise<Response>
+  /** Reloads the sites' source now (tests, tools); resolves when the new set is in use or the load failed. */
+  refreshSites(): Promise<void>
   /** Starts listening; returns the bound address. */
   listen(): Promise<{ port: number; hostname: string }>
   health(): { status: number; body: unknown }
@@ -66,6 +72,8 @@ export interface Engine {
   /** Stops accepting, drains, closes plugins, flushes and closes sinks. Safe to call twice. */
   shutdown(): Promise<void>
 }
+
+const COUNTERS_INTERVAL_MS = 10_000
 
 export interface EngineOptions {
   logger?: Logger
@@ -90,7 +98,7 @@ export async function createEngine(config: ResolvedConfig, options: EngineOption
   const logger = options.logger ?? createLogger({ level: config.logLevel })
   mkdirSync(config.stateDir, { recursive: true })
   const closeHooks: (() => void | Promise<void>)[] = []
-  const sites = createSiteTable(config.sites)
+  const sites = createSiteTable(config.sites, config.retentionDays)
   const services: EngineServices = {
     sites,
     server: config.server,
@@ -118,7 +126,7 @@ export async function createEngine(config: ResolvedConfig, options: EngineOption
   for (const component of config.plugins) {
     try {
       const instance = await component.definition.setup(component.options as never, services)
-      plugins.push({ name: component.name, definition: component.definition, instance })
+      plugins.push({ name: component.name, definition: component.definition, instance, mode: component.mode })
     } catch (error) {
       setupIssue(component, error)
     }
@@ -170,16 +178,40 @@ export async function createEngine(config: ResolvedConfig, options: EngineOption
         run: p.instance.run.bind(p.instance),
         ctx: makeContext(p.definition),
         async: p.definition.async === true,
+        report: p.mode === 'report',
       })
     }
   }
 
   const metrics = new Metrics()
-  const labels = [...sites.list().map((s) => s.label), 'other']
-  for (const p of plugins) {
-    for (const reason of Object.keys(p.definition.drops ?? {})) for (const l of labels) metrics.declareDrop(reason, l)
+  // Every site's drop series exist from the moment the site does (start, reload, refreshed source).
+  const declareSiteLabels = () => {
+    for (const label of [...sites.list().map((s) => s.label), 'other']) {
+      for (const p of plugins)
+        for (const reason of Object.keys(p.definition.drops ?? {})) metrics.declareDrop(reason, label)
+      metrics.declareDrop(PLUGIN_ERROR, label)
+    }
   }
-  for (const l of labels) metrics.declareDrop(PLUGIN_ERROR, l)
+  declareSiteLabels()
+  // Sites from a source are reloaded in the background; requests always see one whole set.
+  let currentConfig = config
+  const startRefresher = (c: ResolvedConfig) => {
+    if (!c.sitesSource) return undefined
+    const r = new SiteRefresher(
+      c.sitesSource,
+      Array.isArray(c.sites) ? c.sites.length : 0,
+      (next: SiteConfig[]) => {
+        sites.replace(next, currentConfig.retentionDays ?? null)
+        declareSiteLabels()
+      },
+      logger,
+    )
+    r.start()
+    return r
+  }
+  let refresher = startRefresher(config)
+  closeHooks.push(() => refresher?.stop())
+  metrics.siteSource = () => refresher?.status()
   for (const s of sinks) {
     metrics.sinks.push({
       name: s.name,
@@ -189,11 +221,32 @@ export async function createEngine(config: ResolvedConfig, options: EngineOption
     })
   }
 
+  // Per-site drop counts are kept only when a sink stores them, and handed over every ten seconds.
+  const counterSinks = sinks.filter((s) => s.instance.writeCounters)
+  const counters = counterSinks.length > 0 ? new DropCounters() : undefined
+  const handOverCounters = () => {
+    const rows = counters?.take() ?? []
+    if (rows.length === 0) return
+    for (const s of counterSinks) {
+      try {
+        s.instance.writeCounters?.(rows)
+      } catch (error) {
+        logger.throttled(`sink_counters:${s.name}`, 'error', 'A sink refused the drop counters.', {
+          sink: s.name,
+          error: (error as Error).message?.slice(0, 200),
+        })
+      }
+    }
+  }
+  const countersTimer = counters ? setInterval(handOverCounters, COUNTERS_INTERVAL_MS) : undefined
+  countersTimer?.unref?.()
+
   const pipeline = new Pipeline(
     steps,
     sinks.map((s) => ({ name: s.name, instance: s.instance })),
     metrics,
     logger,
+    counters,
   )
 
   const ingest: Ingest = {
@@ -212,7 +265,12 @@ export async function createEngine(config: ResolvedConfig, options: EngineOption
       else if (h.state === 'degraded' && worst === 'ok') worst = 'degraded'
     }
     const status = stopping ? 'stopping' : worst
-    return { status: worst === 'failing' || stopping ? 503 : 200, body: { status, sinks: states } }
+    // A stale site set is shown, not failed on: events for the sites in use are still accepted.
+    const siteSource = refresher?.status()
+    return {
+      status: worst === 'failing' || stopping ? 503 : 200,
+      body: { status, sinks: states, ...(siteSource ? { sites: siteSource } : {}) },
+    }
   }
 
   let inFlight = 0
@@ -267,6 +325,8 @@ export async function createEngine(config: ResolvedConfig, options: EngineOption
       }
     }
     deadlines.stop()
+    clearInterval(countersTimer)
+    handOverCounters()
     // Sinks last, so everything accepted during the drain is flushed or spooled.
     for (const s of sinks) {
       try {
@@ -311,6 +371,7 @@ export async function createEngine(config: ResolvedConfig, options: EngineOption
       return { port: listener.port, hostname: listener.hostname }
     },
     health,
+    refreshSites: () => refresher?.refresh() ?? Promise.resolve(),
     async migrate() {
       const lines: string[] = []
       for (const s of sinks) {
@@ -332,17 +393,17 @@ export async function createEngine(config: ResolvedConfig, options: EngineOption
       const ignored: string[] = []
       const shape = (c: ResolvedConfig) =>
         JSON.stringify({
-          plugins: c.plugins.map((p) => [p.name, p.options]),
+          plugins: c.plugins.map((p) => [p.name, p.mode, p.options]),
           sinks: c.sinks.map((s) => [s.name, s.options]),
         })
       if (shape(next) !== shape(config)) ignored.push('plugins and sinks (their list or options changed)')
       if (JSON.stringify(next.server) !== JSON.stringify(config.server)) ignored.push('server settings')
-      sites.replace(next.sites)
-      for (const label of [...sites.list().map((s) => s.label), 'other']) {
-        for (const p of plugins)
-          for (const reason of Object.keys(p.definition.drops ?? {})) metrics.declareDrop(reason, label)
-        metrics.declareDrop(PLUGIN_ERROR, label)
-      }
+      currentConfig = next
+      refresher?.stop()
+      sites.replace(next.sites, next.retentionDays ?? null)
+      declareSiteLabels()
+      // The new config's source (loaded by loadConfig just now) takes over the refreshes.
+      refresher = startRefresher(next)
       for (const p of plugins) {
         try {
           await p.instance.reload?.()

@@ -111,8 +111,14 @@ export class AnalyticsEvent {
   peerIp = ''
   /** The client's address: the peer, or what a trusted proxy said (set by `client-ip`). */
   clientIp = ''
-  /** The first `user-agent` header, verbatim ('' when absent). */
+  /** The first `user-agent` header, verbatim ('' when absent); a trusted sender's visitor's (core/senders.ts). */
   userAgent = ''
+  /**
+   * Set by a dialect once it verified a trusted sender's key (core/senders.ts): a backend speaking for
+   * a visitor. `client-ip` then reads the forwarding headers from any peer, and the verdicts about the
+   * sender's own machine (`bots`' user-agent check, `ip-type`'s `dc_ip`) are skipped.
+   */
+  trustedSender = false
   /** The request's headers, shared by every event of one request. Read-only. */
   headers: Headers = EMPTY_HEADERS
   /** Milliseconds since the epoch when the request arrived. */

@@ -113,7 +113,8 @@ export function formatIPv4(value: number): string {
 /**
  * Normalises an address without brackets or port: a valid IPv4 stays as it is, an IPv4-mapped IPv6
  * becomes plain IPv4 (so `::ffff:203.0.113.7` and `203.0.113.7` are one visitor, one country, one
- * shield rule), other IPv6 is lower-cased. Anything else gives ''.
+ * shield rule), other IPv6 takes its RFC 5952 form (so `2001:DB8:0:0::1` and `2001:db8::1` are one
+ * visitor too). Anything else gives ''.
  *
  * `scratch` is an 8-group buffer reused between calls to avoid an allocation per address.
  */
@@ -132,8 +133,41 @@ export function normalizeIp(text: string, scratch: Uint16Array, start = 0, end =
   }
   if (!parseIPv6(text, scratch, start, end)) return ''
   if (isV4Mapped(scratch)) return formatIPv4(scratch[6]! * 65536 + scratch[7]!)
-  const raw = start === 0 && end === text.length ? text : text.slice(start, end)
-  return raw.toLowerCase()
+  return formatIPv6(scratch)
+}
+
+/**
+ * RFC 5952 text of eight groups: lower-case hex without leading zeros, the longest run of two or
+ * more zero groups (the first of equals) as `::`. An embedded IPv4 tail is written in hex too, as
+ * the RFC allows for addresses other than the mapped ones.
+ */
+export function formatIPv6(groups: Uint16Array): string {
+  let bestStart = -1
+  let bestLength = 1
+  for (let i = 0; i < 8; ) {
+    if (groups[i] !== 0) {
+      i++
+      continue
+    }
+    let j = i
+    while (j < 8 && groups[j] === 0) j++
+    if (j - i > bestLength) {
+      bestStart = i
+      bestLength = j - i
+    }
+    i = j
+  }
+  let out = ''
+  for (let i = 0; i < 8; i++) {
+    if (i === bestStart) {
+      out += '::'
+      i += bestLength - 1
+      continue
+    }
+    if (out !== '' && !out.endsWith(':')) out += ':'
+    out += groups[i]!.toString(16)
+  }
+  return out
 }
 
 function isSpace(c: number): boolean {

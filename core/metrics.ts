@@ -3,6 +3,7 @@
 // cannot create unbounded series.
 
 import type { SinkHealth, SinkStats } from './sink.ts'
+import type { SiteSourceStatus } from './site-sources.ts'
 
 const BUCKETS = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30]
 
@@ -31,8 +32,12 @@ export class Metrics {
   readonly accepted = new Map<string, number>()
   /** `reason\0site` → count. */
   readonly dropped = new Map<string, number>()
+  /** `reason\0site` → count of events a plugin in `mode: report` kept and tagged. */
+  readonly wouldDropped = new Map<string, number>()
   readonly sinks: SinkView[] = []
   readonly startedAt = Date.now()
+  /** The site source's state, when sites come from a file, a database or a URL. */
+  siteSource: () => SiteSourceStatus | undefined = () => undefined
 
   request(route: string, status: number): void {
     const key = `${route} ${status}`
@@ -46,6 +51,11 @@ export class Metrics {
   drop(reason: string, site: string): void {
     const key = `${reason}\u0000${site}`
     this.dropped.set(key, (this.dropped.get(key) ?? 0) + 1)
+  }
+
+  wouldDrop(reason: string, site: string): void {
+    const key = `${reason}\u0000${site}`
+    this.wouldDropped.set(key, (this.wouldDropped.get(key) ?? 0) + 1)
   }
 
   /** Makes the series of a reason and a site exist from start (value 0), as Prometheus prefers. */
@@ -72,6 +82,15 @@ export class Metrics {
     for (const [key, n] of this.dropped) {
       const [reason, site] = key.split('\u0000') as [string, string]
       out.push(`analytics_events_dropped_total{reason="${esc(reason)}",site="${esc(site)}"} ${n}`)
+    }
+    family(
+      'analytics_events_would_drop_total',
+      'counter',
+      'Events a plugin in mode: report would have dropped; kept and tagged with the would_drop prop.',
+    )
+    for (const [key, n] of this.wouldDropped) {
+      const [reason, site] = key.split('\u0000') as [string, string]
+      out.push(`analytics_events_would_drop_total{reason="${esc(reason)}",site="${esc(site)}"} ${n}`)
     }
 
     family('analytics_sink_rows_written_total', 'counter', 'Rows a sink wrote to its destination.')
@@ -109,6 +128,17 @@ export class Metrics {
       out.push(`analytics_sink_batch_duration_seconds_bucket{sink="${esc(s.name)}",le="+Inf"} ${h.count}`)
       out.push(`analytics_sink_batch_duration_seconds_sum{sink="${esc(s.name)}"} ${h.sum}`)
       out.push(`analytics_sink_batch_duration_seconds_count{sink="${esc(s.name)}"} ${h.count}`)
+    }
+    const source = this.siteSource()
+    if (source) {
+      family('analytics_sites', 'gauge', 'Sites in the set in use.')
+      out.push(`analytics_sites ${source.sites}`)
+      family('analytics_sites_loaded_timestamp_seconds', 'gauge', 'When the site set in use was loaded.')
+      out.push(`analytics_sites_loaded_timestamp_seconds ${Math.floor(Date.parse(source.loadedAt) / 1000)}`)
+      family('analytics_sites_stale', 'gauge', '1 while refreshes of the site source fail (the last good set stays).')
+      out.push(`analytics_sites_stale ${source.stale ? 1 : 0}`)
+      family('analytics_sites_refresh_failures_total', 'counter', 'Failed refreshes of the site source.')
+      out.push(`analytics_sites_refresh_failures_total ${source.failures}`)
     }
     family('analytics_uptime_seconds', 'gauge', 'Seconds since the engine started.')
     out.push(`analytics_uptime_seconds ${Math.floor((Date.now() - this.startedAt) / 1000)}`)

@@ -2,6 +2,7 @@
 // one flat array, ordered by the stage table and, within a stage, by config order. Synchronous steps
 // run in a plain loop; a promise is made only when an async plugin returns one.
 
+import type { DropCounters } from './drop-counters.ts'
 import type { AnalyticsEvent } from './event.ts'
 import type { Logger } from './logger.ts'
 import type { Metrics } from './metrics.ts'
@@ -9,6 +10,8 @@ import type { Drop, PluginContext, PluginInstance, RunResult, Stage } from './pl
 import type { SinkInstance } from './sink.ts'
 
 export const PLUGIN_ERROR = 'plugin_error'
+/** The prop a plugin in `mode: report` sets instead of dropping: the first reason wins. */
+export const WOULD_DROP_PROP = 'would_drop'
 
 export interface Step {
   /** The plugin's name, for logs and `check`. */
@@ -17,7 +20,12 @@ export interface Step {
   run: NonNullable<PluginInstance['run']>
   ctx: PluginContext
   async: boolean
+  /** `mode: report`: a drop tags the event and counts as would_drop; the event goes on. */
+  report: boolean
 }
+
+/** What `verdict` returns for a step in report mode: not a drop, the event goes on. */
+const REPORTED = Symbol('reported')
 
 const PLUGIN_ERROR_DROP: Drop = Object.freeze({ kind: 'drop', reason: PLUGIN_ERROR, plugin: 'core' })
 
@@ -27,6 +35,8 @@ export class Pipeline {
     private readonly sinks: readonly { name: string; instance: SinkInstance }[],
     private readonly metrics: Metrics,
     private readonly logger: Logger,
+    /** Per-site, per-minute counts for sinks that store them; absent when no sink does. */
+    private readonly counters?: DropCounters,
   ) {}
 
   /** Runs the events in order; one outcome per event (`undefined` = accepted). */
@@ -52,7 +62,8 @@ export class Pipeline {
       }
       if (result === undefined || result === null) continue
       if (result instanceof Promise) return this.continueAsync(event, i, result)
-      return this.verdict(event, step, result)
+      const drop = this.verdict(event, step, result)
+      if (drop !== REPORTED) return drop
     }
     this.accept(event)
     return undefined
@@ -61,6 +72,7 @@ export class Pipeline {
   /** Counts a drop decided outside the pipeline (by a dialect: unknown site, …). */
   recordDrop(event: AnalyticsEvent, drop: Drop): void {
     this.metrics.drop(drop.reason, event.site?.label ?? 'other')
+    this.counters?.add(event.timestamp, event.site?.id ?? 0, drop.reason, false)
   }
 
   private async continueAsync(event: AnalyticsEvent, index: number, pending: Promise<RunResult>): Promise<RunResult> {
@@ -69,7 +81,10 @@ export class Pipeline {
     try {
       let result = await pending
       for (;;) {
-        if (result !== undefined && result !== null) return this.verdict(event, step, result)
+        if (result !== undefined && result !== null) {
+          const drop = this.verdict(event, step, result)
+          if (drop !== REPORTED) return drop
+        }
         index++
         if (index >= steps.length) break
         step = steps[index]!
@@ -93,15 +108,24 @@ export class Pipeline {
     return outcomes
   }
 
-  private verdict(event: AnalyticsEvent, step: Step, result: unknown): RunResult {
+  /** The drop to answer with, or REPORTED when the step only reports and the event goes on. */
+  private verdict(event: AnalyticsEvent, step: Step, result: unknown): Drop | typeof REPORTED {
     const drop = result as Drop
     if (drop.kind !== 'drop') return this.fault(event, step, new TypeError('run returned something other than a drop'))
+    if (step.report) {
+      if (event.props[WOULD_DROP_PROP] === undefined) event.props[WOULD_DROP_PROP] = drop.reason
+      this.metrics.wouldDrop(drop.reason, event.site?.label ?? 'other')
+      this.counters?.add(event.timestamp, event.site?.id ?? 0, drop.reason, true)
+      return REPORTED
+    }
     this.metrics.drop(drop.reason, event.site?.label ?? 'other')
+    this.counters?.add(event.timestamp, event.site?.id ?? 0, drop.reason, false)
     return drop
   }
 
   private fault(event: AnalyticsEvent, step: Step, error: unknown): Drop {
     this.metrics.drop(PLUGIN_ERROR, event.site?.label ?? 'other')
+    this.counters?.add(event.timestamp, event.site?.id ?? 0, PLUGIN_ERROR, false)
     // The message may quote request data: cut it, and log once per interval per plugin.
     const { name, detail } = describeThrown(error)
     this.logger.throttled(`plugin_error:${step.name}`, 'error', 'A plugin threw on an event; the event was dropped.', {

@@ -3,7 +3,8 @@
 
 import { builtinPlugins } from '../plugins/registry.ts'
 import { builtinSinks } from '../sinks/registry.ts'
-import { ConfigSchema } from './config.ts'
+import { ConfigSchema, canReport } from './config.ts'
+import type { PluginDefinition } from './plugin.ts'
 
 type Json = Record<string, unknown>
 
@@ -19,10 +20,22 @@ async function componentItems(
   const forms: Json[] = [{ type: 'string', description: 'A built-in by name, or a path to your own module.' }]
   for (const name of names) {
     const def = (await registry[name]!()).default
+    const options = plain(def.options)
+    // The core takes `mode` out of the options of plugins that drop inside the pipeline.
+    if ('stage' in def && canReport(def as PluginDefinition)) {
+      options.properties = {
+        ...(options.properties as Json),
+        mode: {
+          enum: ['drop', 'report'],
+          default: 'drop',
+          description: 'report: tag the event with the would_drop prop and keep it instead of dropping it.',
+        },
+      }
+    }
     forms.push({
       type: 'object',
       description: def.summary,
-      properties: { [name]: plain(def.options) },
+      properties: { [name]: options },
       required: [name],
       additionalProperties: false,
     })

@@ -2,6 +2,7 @@
 // (core/rows.ts) and write them in batches off the request path.
 
 import type { Static, TSchema } from '@sinclair/typebox'
+import type { CounterRow } from './drop-counters.ts'
 import type { AnalyticsEvent } from './event.ts'
 import type { EngineServices } from './plugin.ts'
 
@@ -40,6 +41,11 @@ export interface SinkInstance {
   /** Flushes and releases the sink; nothing accepted may be lost. */
   close(): Promise<void>
   health(): SinkHealth
+  /**
+   * Per-site drop counts (`ingest_counters`), handed over about every ten seconds and at shutdown
+   * before `close`. Optional: only sinks that can store them implement it; drops never reach `write`.
+   */
+  writeCounters?(rows: readonly CounterRow[]): void
 }
 
 export interface SinkDefinition<S extends TSchema = TSchema> {

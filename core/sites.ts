@@ -31,6 +31,13 @@ export interface Site {
   label: string
   /** Whether the site comes from the config, not derived under `sites: any`. */
   configured: boolean
+  /** Days its rows are kept (its own `retention`, else the global one); undefined = forever. */
+  retentionDays: number | undefined
+  /**
+   * SHA-256 digests of the site's trusted-sender keys (core/senders.ts), never the keys themselves,
+   * so nothing that prints a Site can print a key. Empty: the site has no trusted senders.
+   */
+  keys: readonly Uint8Array[]
 }
 
 export interface SiteConfig {
@@ -41,16 +48,22 @@ export interface SiteConfig {
   tracking?: boolean
   allowLocalhost?: boolean
   strict?: boolean
+  retention?: { days: number }
+  /** Trusted-sender keys, as configured. */
+  keys?: string[]
 }
 
 export interface SiteTable {
   /** Whether unknown domains are accepted (`sites: any`). */
   readonly any: boolean
+  /** The global `retention.days`: sites without their own, and derived ones, keep rows this long. */
+  readonly retentionDays: number | undefined
   /**
-   * Swaps in a new site list at once (config reload on SIGHUP). Lookups after the call see only the
-   * new sites; plugins that cache per Site object recompile for the new objects.
+   * Swaps in a new site list at once (config reload on SIGHUP, a refreshed site source). Lookups after
+   * the call see only the new sites; plugins that cache per Site object recompile for the new objects.
+   * `retentionDays` replaces the global retention when given.
    */
-  replace(config: SiteConfig[] | 'any'): void
+  replace(config: SiteConfig[] | 'any', retentionDays?: number | null): void
   byDomain(domain: string): Site | undefined
   /** By the id as written in a URL path (decimal). */
   byId(id: string): Site | undefined
@@ -59,6 +72,12 @@ export interface SiteTable {
 }
 
 const NO_SHIELDS: Shields = Object.freeze({ ip: [], country: [], page: [], hostname: [] }) as Shields
+const NO_KEYS: readonly Uint8Array[] = Object.freeze([])
+
+/** The SHA-256 of a trusted-sender key: what sites keep and what a presented key is compared by. */
+export function keyDigest(key: string): Uint8Array {
+  return createHash('sha256').update(key).digest()
+}
 const DERIVED_CACHE_LIMIT = 10_000
 
 /**
@@ -70,22 +89,27 @@ export function derivedSiteId(domain: string): number {
   return digest.readUIntBE(0, 6) * 16 + (digest[6]! >> 4)
 }
 
-export function createSiteTable(config: SiteConfig[] | 'any'): SiteTable {
-  let state = buildState(config)
+/** `retentionDays`: the global `retention.days` (undefined = rows are kept forever). */
+export function createSiteTable(config: SiteConfig[] | 'any', retentionDays?: number): SiteTable {
+  let state = buildState(config, retentionDays)
   return {
     get any() {
       return state.any
     },
+    get retentionDays() {
+      return state.retentionDays
+    },
     byDomain: (domain) => state.byDomain.get(domain) ?? (state.any && domain !== '' ? state.derive(domain) : undefined),
     byId: (id) => state.byId.get(id) ?? (state.any && id !== '' ? state.derive(id) : undefined),
     list: () => state.sites,
-    replace(next) {
-      state = buildState(next)
+    replace(next, days) {
+      // null clears the global retention; undefined keeps it.
+      state = buildState(next, days === undefined ? state.retentionDays : (days ?? undefined))
     },
   }
 }
 
-function buildState(config: SiteConfig[] | 'any') {
+function buildState(config: SiteConfig[] | 'any', retentionDays: number | undefined) {
   const byDomain = new Map<string, Site>()
   const byId = new Map<string, Site>()
   const sites: Site[] = []
@@ -107,6 +131,8 @@ function buildState(config: SiteConfig[] | 'any') {
         strict: c.strict ?? false,
         label: c.domain,
         configured: true,
+        retentionDays: c.retention?.days ?? retentionDays,
+        keys: c.keys === undefined || c.keys.length === 0 ? NO_KEYS : c.keys.map(keyDigest),
       }
       sites.push(site)
       for (const d of domains) byDomain.set(d, site)
@@ -130,9 +156,11 @@ function buildState(config: SiteConfig[] | 'any') {
       strict: false,
       label: 'other',
       configured: false,
+      retentionDays,
+      keys: NO_KEYS,
     }
     derived.set(domain, site)
     return site
   }
-  return { any, byDomain, byId, sites, derive }
+  return { any, retentionDays, byDomain, byId, sites, derive }
 }

@@ -90,3 +90,13 @@ test('a bad extra pattern is a ConfigError at its index', async () => {
   expect(error).toBeInstanceOf(ConfigError)
   expect((error as ConfigError).path).toBe('patterns[1]')
 })
+
+test.each([['curl/8.4.0'], ['Googlebot/2.1 (+http://www.google.com/bot.html)'], ['HeadlessChrome/120.0']])(
+  'keeps a trusted sender’s event whatever its user agent (%s)',
+  async (userAgent) => {
+    expect(
+      (await runPlugin(plugin, { patterns: ['curl'] }, { userAgent, trustedSender: true })).dropped,
+    ).toBeUndefined()
+    expect((await runPlugin(plugin, {}, { userAgent })).dropped).toBe('bot')
+  },
+)

@@ -76,6 +76,9 @@ export default definePlugin({
 
     return {
       run(event, ctx) {
+        // A trusted sender (a backend with a site key) vouches for its visitor; the user agent it
+        // forwards may well be its own HTTP client's, which names no visitor and must not drop the event.
+        if (event.trustedSender) return undefined
         const raw = event.userAgent
         // A missing user agent is not a bot: upstream stores it (spec §8).
         if (raw === '') return undefined

@@ -211,3 +211,36 @@ test('never throws, and yields a valid address or the peer, whatever the headers
     { numRuns: 2000 },
   )
 })
+
+describe('a trusted sender (a backend with a site key)', () => {
+  test('its forwarding headers are read whatever its peer, in the configured order', async () => {
+    const instance = await setupPlugin(plugin, {})
+    const ctx = contextFor(plugin)
+    const headers = new Headers({ 'x-forwarded-for': '192.0.2.9, 10.0.0.1', forwarded: 'for=192.0.2.10' })
+    const keyed = makeEvent({ peerIp: STRANGER, clientIp: STRANGER, headers, trustedSender: true })
+    instance.run!(keyed, ctx)
+    expect(keyed.clientIp).toBe('192.0.2.9')
+    // The same request's headers without the key: the stranger is the client.
+    const plain = makeEvent({ peerIp: STRANGER, clientIp: STRANGER, headers, trustedSender: false })
+    instance.run!(plain, ctx)
+    expect(plain.clientIp).toBe(STRANGER)
+  })
+
+  test('without any forwarding header its own address is the client', async () => {
+    const { event } = await runPlugin(plugin, {}, { peerIp: STRANGER, clientIp: STRANGER, trustedSender: true })
+    expect(event.clientIp).toBe(STRANGER)
+  })
+
+  test('the address is worked out once per request and never carried to another request', async () => {
+    const instance = await setupPlugin(plugin, {})
+    const ctx = contextFor(plugin)
+    const first = new Headers({ 'x-forwarded-for': '192.0.2.1' })
+    const second = new Headers({ 'x-forwarded-for': '192.0.2.2' })
+    const ips = [first, first, second, first].map((headers) => {
+      const event = makeEvent({ peerIp: STRANGER, clientIp: STRANGER, headers, trustedSender: true })
+      instance.run!(event, ctx)
+      return event.clientIp
+    })
+    expect(ips).toEqual(['192.0.2.1', '192.0.2.1', '192.0.2.2', '192.0.2.1'])
+  })
+})

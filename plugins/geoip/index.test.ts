@@ -55,6 +55,20 @@ describe.skipIf(!HAS_DATA)('a MaxMind City database', () => {
     ])
   })
 
+  test('anonymous_vpn_ip for a trusted sender is about the backend: the visitor address is looked up', async () => {
+    const { event } = await runPlugin(
+      plugin,
+      { database: CITY },
+      {
+        clientIp: '81.2.69.142',
+        peerIp: '127.0.0.1',
+        headers: new Headers({ 'x-plausible-ip-type': 'anonymous_vpn_ip' }),
+        trustedSender: true,
+      },
+    )
+    expect(event.country_code).toBe('GB')
+  })
+
   test('repeated lookups of one address agree (cache)', async () => {
     const instance = await setupPlugin(plugin, { database: CITY })
     const ctx = contextFor(plugin)

@@ -82,7 +82,13 @@ export default definePlugin({
     return {
       run(event) {
         let geo: Geo | undefined
-        if (event.headers.get(IP_TYPE_HEADER) === 'anonymous_vpn_ip' && peerOf(event.peerIp).trusted) {
+        // For a trusted sender (a backend with a site key) the proxy classified the backend's own
+        // address, not the visitor's: the forwarded visitor address is looked up instead.
+        if (
+          event.headers.get(IP_TYPE_HEADER) === 'anonymous_vpn_ip' &&
+          !event.trustedSender &&
+          peerOf(event.peerIp).trusted
+        ) {
           geo = ANONYMOUS_VPN
         } else {
           const address = event.clientIp

@@ -35,3 +35,11 @@ test('trustedProxies overrides server.trustedProxies', async () => {
   expect(await verdict('dc_ip', '198.51.100.20', options)).toBe('dc_ip')
   expect(await verdict('dc_ip', '127.0.0.1', options)).toBeUndefined()
 })
+
+test('keeps a trusted sender’s event marked dc_ip (the proxy classified the backend), not one marked threat_ip', async () => {
+  const headers = (type: string) => new Headers({ 'x-plausible-ip-type': type })
+  const run = async (type: string) =>
+    (await runPlugin(plugin, {}, { peerIp: '127.0.0.1', headers: headers(type), trustedSender: true })).dropped
+  expect(await run('dc_ip')).toBeUndefined()
+  expect(await run('threat_ip')).toBe('threat_ip')
+})

@@ -36,6 +36,9 @@ export default definePlugin({
         const type = event.headers.get(IP_TYPE_HEADER)
         if (type === null) return undefined
         if (type !== 'dc_ip' && type !== 'threat_ip') return undefined
+        // A proxy classifies the address it sees: for a trusted sender (a backend with a site key)
+        // that is the backend's own, which sits in a datacenter by nature. A threat verdict still holds.
+        if (type === 'dc_ip' && event.trustedSender) return undefined
         if (!peerOf(event.peerIp).trusted) return undefined
         return ctx.drop(type)
       },

@@ -42,6 +42,14 @@ const dropOf = (reason: keyof typeof DROPS): Drop => Object.freeze({ kind: 'drop
 
 const options = Type.Object(
   {
+    paths: Type.Array(Type.String({ pattern: '^/[^*?#]*/:siteId(/[^*?#]*)?$' }), {
+      default: [COLLECT_PATH],
+      minItems: 1,
+      uniqueItems: true,
+      description:
+        'Routes of the collect endpoint; each must hold the :siteId segment. Add a first-party path (proxied through your own domain) to survive ad blockers.',
+      examples: [[COLLECT_PATH, '/t/:siteId/c']],
+    }),
     strict: Type.Boolean({
       default: false,
       description:
@@ -92,7 +100,11 @@ export default definePlugin({
       },
     })
     return {
-      routes: [{ method: 'POST', path: COLLECT_PATH, handle: (req, ingest) => collector.handle(req, ingest) }],
+      routes: opts.paths.map((path) => ({
+        method: 'POST' as const,
+        path,
+        handle: (req: IngestRequest, ingest: Ingest) => collector.handle(req, ingest),
+      })),
     }
   },
 })

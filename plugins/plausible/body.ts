@@ -27,13 +27,13 @@ export function bodyKind(contentType: string | null, missing: MissingContentType
   return 'raw'
 }
 
-const NO_PARAMS: Params = Object.freeze(Object.create(null))
+export const NO_PARAMS: Params = Object.freeze(Object.create(null))
 
 /**
  * Whether a plain-parsed body needs its number text: a whole number in a field whose type decides
  * its meaning (`n`, `h`, `sd`, `e`: `404` is valid, `404.0` is not) or in the props (`2` vs `2.0`).
  */
-function needsNumberText(plain: unknown): boolean {
+export function needsNumberText(plain: unknown): boolean {
   if (!isJsonObject(plain)) return false
   const p = plain
   if (

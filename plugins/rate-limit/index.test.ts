@@ -69,9 +69,9 @@ describe.each<[string, number, number]>([
   ['sliding', 61_000, 1], // 10 × (1 − 1/60) ≈ 9.8 still counts: room for one
   ['sliding', 90_000, 5], // half the previous window overlaps: 5 counted
   ['sliding', 120_000, 10], // the previous window no longer overlaps
-])('mode %s, burst at %d ms', (mode, at, expected) => {
+])('window %s, burst at %d ms', (window, at, expected) => {
   test(`accepts ${expected} of 20`, async () => {
-    const { accepted } = await limiter({ mode, perIp: { events: 10, windowSeconds: 60 } })
+    const { accepted } = await limiter({ window, perIp: { events: 10, windowSeconds: 60 } })
     expect(accepted(10, { at: T0 + 50_000 })).toBe(10)
     expect(accepted(20, { at: T0 + at })).toBe(expected)
   })

@@ -46,7 +46,7 @@ export default definePlugin({
   },
   options: Type.Object(
     {
-      mode: Type.Union([Type.Literal('fixed'), Type.Literal('sliding')], {
+      window: Type.Union([Type.Literal('fixed'), Type.Literal('sliding')], {
         default: 'fixed',
         description:
           'fixed: counters reset at each window boundary (as Plausible does); sliding: the previous ' +
@@ -109,8 +109,8 @@ export default definePlugin({
     }
     for (const site of engine.sites.list()) limitFor(site)
 
-    const siteCounts = new WindowCounter<number>(options.mode, MAX_TRACKED_SITES)
-    const ipCounts = new WindowCounter<string>(options.mode, options.maxTrackedIps)
+    const siteCounts = new WindowCounter<number>(options.window, MAX_TRACKED_SITES)
+    const ipCounts = new WindowCounter<string>(options.window, options.maxTrackedIps)
     return {
       run(event, ctx) {
         const now = event.receivedAt > 0 ? event.receivedAt : Date.now()

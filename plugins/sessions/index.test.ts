@@ -202,6 +202,42 @@ describe('the timeout', () => {
   })
 })
 
+describe('back-filled events (a trusted sender’s past timestamps)', () => {
+  test('a late event up to a timeout before the start still joins the session', async () => {
+    const send = await sessions()
+    const first = only(send({}).rows)
+    const late = send({ timestamp: T0 - 30 * MIN, pathname: '/late' }).rows
+    expect(late[1]!.session_id).toBe(first.session_id)
+  })
+
+  test('older events get sessions of their own time, and the live session goes on untouched', async () => {
+    const send = await sessions()
+    const live = only(send({ pathname: '/live' }).rows)
+    // Earlier the same day, in time order: two pageviews and one more 40 minutes later.
+    const a = only(send({ timestamp: T0 - 3 * 60 * MIN, pathname: '/a' }).rows)
+    const b = send({ timestamp: T0 - 3 * 60 * MIN + 10 * MIN, pathname: '/b' }).rows
+    const c = only(send({ timestamp: T0 - 3 * 60 * MIN + 50 * MIN, pathname: '/c' }).rows)
+    expect(a.session_id).not.toBe(live.session_id)
+    expect(a).toMatchObject({ start: T0 - 180 * MIN, entry_page: '/a', pageviews: 1, events: 1 })
+    expect(b[0]).toEqual({ ...a, sign: -1 })
+    expect(b[1]).toMatchObject({
+      session_id: a.session_id,
+      start: T0 - 180 * MIN,
+      timestamp: T0 - 170 * MIN,
+      duration: 10 * MIN,
+      entry_page: '/a',
+      exit_page: '/b',
+      pageviews: 2,
+      events: 2,
+    })
+    expect([live.session_id, a.session_id]).not.toContain(c.session_id)
+    // The live session was neither joined nor displaced.
+    const next = send({ timestamp: T0 + 5 * MIN, pathname: '/live-2' }).rows
+    expect(next[0]).toEqual({ ...live, sign: -1 })
+    expect(next[1]).toMatchObject({ session_id: live.session_id, events: 2, exit_page: '/live-2', duration: 5 * MIN })
+  })
+})
+
 describe('after a salt rotation', () => {
   test('an id with no session continues the session of the previous-salt id, keeping its user_id and session_id', async () => {
     const send = await sessions()

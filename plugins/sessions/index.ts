@@ -63,14 +63,24 @@ export default definePlugin({
     const findSession = (event: AnalyticsEvent, space: KeySpace, id: bigint): Session | undefined => {
       const site = event.site_id
       const time = event.timestamp
-      const found = live(store.get(space, site, id), time)
+      const stored = store.get(space, site, id)
+      const found = live(stored, time)
       if (found !== undefined || space === 'client') return found
+      if (stored !== undefined && time < stored.start) {
+        // Back-filled (a trusted sender's past timestamp), older than the visitor's stored session:
+        // it goes to a session of its own time, kept apart so the stored one stays as it is.
+        pastSpace = true
+        return live(store.get('past', site, id), time)
+      }
       const previous = event.previousUserId
       if (previous === 0n || previous === id) return undefined
       const rotated = live(store.get('user', site, previous), time)
       if (rotated !== undefined) store.delete('user', site, previous)
       return rotated
     }
+
+    // Set by findSession when the event belongs in the `past` key space.
+    let pastSpace = false
 
     return {
       run(event, ctx) {
@@ -79,11 +89,12 @@ export default definePlugin({
         // A dialect that sends its own session ids (Lynkow) has set session_id already: the
         // client's session is then the session, and the engine's own grouping by user steps aside.
         const preset = event.session_id !== 0n
-        const space: KeySpace = preset ? 'client' : 'user'
         const id = preset ? event.session_id : event.user_id
+        pastSpace = false
         // Without any id (no user-id plugin ran) nothing can be continued, as in Plausible, where a
         // nil user_id finds no session: every event starts its own and none is kept.
-        const session = id === 0n ? undefined : findSession(event, space, id)
+        const session = id === 0n ? undefined : findSession(event, preset ? 'client' : 'user', id)
+        const space: KeySpace = preset ? 'client' : pastSpace ? 'past' : 'user'
 
         if (event.name === 'engagement') {
           if (session === undefined) return ctx.drop('no_session_for_engagement')

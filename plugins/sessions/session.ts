@@ -64,8 +64,9 @@ export class Session {
 
 /** Whether a session last seen at `lastSeen` still takes an event at `time` (both in seconds). */
 export function isLive(session: Session, time: number, timeoutSeconds: number): boolean {
-  // An event older than the last one (a late request) is inside the session, hence no abs().
-  return time - session.lastSeen <= timeoutSeconds
+  // An event older than the last one (a late request) is inside the session, hence no abs(); one
+  // dated more than a timeout before the session began (a back-filled event) is not.
+  return time - session.lastSeen <= timeoutSeconds && session.start - time <= timeoutSeconds
 }
 
 const EMPTY: string[] = Object.freeze([]) as unknown as string[]

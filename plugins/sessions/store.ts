@@ -9,8 +9,10 @@ import type { Session } from './session.ts'
 /**
  * Sessions are found by (site, user_id), or by (site, session_id) for dialects that send their own
  * session ids (Lynkow). The two spaces are kept apart so neither kind of id can land on the other.
+ * `past` holds, by (site, user_id), the session of back-filled events older than the visitor's
+ * session in `user`, so that a back-fill neither joins nor displaces the live session.
  */
-export type KeySpace = 'user' | 'client'
+export type KeySpace = 'user' | 'client' | 'past'
 
 export interface SessionStore {
   /** The session stored under the key, live or not (the caller checks the timeout). */
@@ -31,7 +33,7 @@ export interface SessionStore {
 type Generation = Map<number, Map<bigint, Session>>
 
 function newGeneration(): Record<KeySpace, Generation> {
-  return { user: new Map(), client: new Map() }
+  return { user: new Map(), client: new Map(), past: new Map() }
 }
 
 /**
@@ -151,7 +153,7 @@ export class MemorySessionStore implements SessionStore {
   // idle the longest. Empty site maps met on the way are dropped, so this is O(1) amortised.
   private evictOldest(): void {
     if (this.previousCount === 0) this.turn()
-    for (const space of ['user', 'client'] as const) {
+    for (const space of ['user', 'client', 'past'] as const) {
       const sites = this.previous[space]
       for (const [siteId, sessions] of sites) {
         for (const id of sessions.keys()) {

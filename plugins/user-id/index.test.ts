@@ -140,3 +140,50 @@ describe('root domain', () => {
     expect(rootDomainOf(hostname)).toBe(root)
   })
 })
+
+describe('back-dated events (a trusted sender’s client timestamp)', () => {
+  const seconds = (ms: number) => Math.floor(ms / 1000)
+
+  test("an event of yesterday that arrives today gets yesterday's id, with no previous id", async () => {
+    const instance = await setupPlugin(plugin, { store: 'memory' })
+    const live = run(instance, { ...VISIT, receivedAt: today(), timestamp: seconds(today()) })
+    const backfilled = run(instance, { ...VISIT, receivedAt: tomorrow(), timestamp: seconds(today()) })
+    expect(backfilled.user_id).toBe(live.user_id)
+    expect(backfilled.previousUserId).toBe(0n)
+    // The same visitor live on the arrival day has the new day's id.
+    const next = run(instance, { ...VISIT, receivedAt: tomorrow(), timestamp: seconds(tomorrow()) })
+    expect(next.user_id).not.toBe(live.user_id)
+    expect(next.previousUserId).toBe(live.user_id)
+  })
+
+  test("yesterday's salt is made when none was, as a file pruned like the others", async () => {
+    const services = testServices()
+    const instance = await setupPlugin(plugin, {}, services)
+    const yesterday = today() - DAY_MS
+    const event = run(instance, { ...VISIT, receivedAt: today(), timestamp: seconds(yesterday) })
+    const salt = readFileSync(join(services.stateDir, 'salts', `salt-${dayName(Math.floor(yesterday / DAY_MS))}`))
+    const input = new TextEncoder().encode(`${UA}203.0.113.7example.comexample.com`)
+    expect(event.user_id).toBe(sipHash24(sipKey(new Uint8Array(salt)), input))
+    // Today's events keep today's salt, and now find yesterday's as their previous one.
+    const live = run(instance, { ...VISIT, receivedAt: today(), timestamp: seconds(today()) })
+    expect(live.user_id).not.toBe(event.user_id)
+    expect(live.previousUserId).toBe(event.user_id)
+  })
+
+  test('an event dated earlier on its arrival day keeps the day’s id', async () => {
+    const instance = await setupPlugin(plugin, { store: 'memory' })
+    const now = today()
+    const startOfDay = now - (now % DAY_MS)
+    const live = run(instance, { ...VISIT, receivedAt: now, timestamp: seconds(now) })
+    const earlier = run(instance, { ...VISIT, receivedAt: now, timestamp: seconds(startOfDay) })
+    expect(earlier.user_id).toBe(live.user_id)
+  })
+
+  test('drops salt_expired when the event is dated before yesterday', async () => {
+    const instance = await setupPlugin(plugin, { store: 'memory' })
+    const now = today()
+    const event = makeEvent({ ...VISIT, receivedAt: now, timestamp: seconds(now - (now % DAY_MS) - DAY_MS - 1000) })
+    expect(instance.run?.(event, ctx)).toEqual(ctx.drop('salt_expired'))
+    expect(event.user_id).toBe(0n)
+  })
+})

@@ -31,6 +31,10 @@ export default definePlugin({
   name: 'user-id',
   stage: 'identify',
   summary: 'Sets the salted daily user id (SipHash of user agent, IP, domain, root domain) and the root domain.',
+  drops: {
+    salt_expired:
+      'the event is dated before yesterday (UTC), whose salt is deleted by design: no user id can be made for it',
+  },
   options: Type.Object(
     {
       store: Type.Union([Type.Literal('file'), Type.Literal('memory')], {
@@ -73,8 +77,8 @@ export default definePlugin({
     // A visitor's ids are fixed for the day: one hash pair costs ~0.8 µs, a hit ~0.1 µs.
     const ids = new BoundedCache<Ids>(options.cacheSize)
 
-    const rotate = (nowMs: number) => {
-      const next = store.get(nowMs)
+    const rotate = (nowMs: number, fillPrevious = false) => {
+      const next = fillPrevious ? store.withPrevious(nowMs) : store.get(nowMs)
       if (next === salts) return
       salts = next
       currentKey = sipKey(next.current)
@@ -94,7 +98,7 @@ export default definePlugin({
     let buffer = new Uint8Array(4096)
 
     return {
-      run(event) {
+      run(event, ctx) {
         // The request's arrival decides the day; 0 (a hand-made event) means "now".
         const now = event.receivedAt > 0 ? event.receivedAt : Date.now()
         if (now >= nextDayMs) rotate(now)
@@ -113,6 +117,21 @@ export default definePlugin({
         const domain = event.domain !== '' ? event.domain : (event.site?.domain ?? '')
         // UA ++ IP ++ domain ++ root domain, UTF-8, no separators (Plausible's exact input).
         const text = event.userAgent + event.clientIp + domain + root
+
+        // An event dated before the day it arrived (a trusted sender's client timestamp) takes the
+        // salt of its own day, so a back-filled day gets the ids that day's live events got. Only
+        // yesterday's salt still exists (spec §9: deleted after 48 h); for older days there is none.
+        const eventMs = event.timestamp * 1000
+        if (event.timestamp > 0 && eventMs < now - (now % DAY_MS)) {
+          if (eventMs < nextDayMs - 2 * DAY_MS) return ctx.drop('salt_expired')
+          if (previousKey === undefined) rotate(now, true)
+          if (text.length * 3 > buffer.length) buffer = new Uint8Array(text.length * 3)
+          const length = encoder.encodeInto(text, buffer).written
+          event.user_id = sipHash24(previousKey!, buffer, length)
+          // The day before yesterday's salt is gone: nothing to continue a session under.
+          event.previousUserId = 0n
+          return undefined
+        }
         // Overlong keys are not kept: 20,000 of them could hold hundreds of megabytes.
         const cacheable = useCache && text.length <= MAX_CACHED_KEY
         let known = cacheable ? ids.get(text) : undefined

@@ -32,6 +32,18 @@ describe.each([
     expect(store.get(at(D + 2)).previous).toBeUndefined()
   })
 
+  test('withPrevious makes the missing previous salt once; it is gone two rotations later', () => {
+    const store = make()
+    const first = store.withPrevious(at(D))
+    expect(first.current).toEqual(store.get(at(D)).current)
+    expect(first.previous?.length).toBe(SALT_BYTES)
+    expect(first.previous).not.toEqual(first.current)
+    expect(store.withPrevious(at(D, 18)).previous).toEqual(first.previous)
+    expect(store.get(at(D, 20)).previous).toEqual(first.previous)
+    // On D+1 the salt made for D-1 is older than the previous day's: deleted.
+    expect(store.get(at(D + 1)).previous).toEqual(first.current)
+  })
+
   test('never goes back to an earlier day', () => {
     const store = make()
     const later = store.get(at(D + 1))
@@ -60,6 +72,19 @@ describe('the file store', () => {
     const aNext = a.get(at(D + 1))
     expect(aNext.current).toEqual(bNext.current)
     expect(aNext.previous).toEqual(bNext.previous)
+  })
+
+  test("withPrevious writes yesterday's file, another process reads it, and it is deleted on D+1", () => {
+    const directory = folder()
+    const a = createFileSaltStore({ directory })
+    const b = createFileSaltStore({ directory })
+    expect(b.get(at(D)).previous).toBeUndefined()
+    const made = a.withPrevious(at(D)).previous
+    expect(readdirSync(directory).sort()).toEqual([`salt-${dayName(D - 1)}`, `salt-${dayName(D)}`])
+    // b served D without a previous salt; asked to fill it, it takes a's file instead of making its own.
+    expect(b.withPrevious(at(D)).previous).toEqual(made!)
+    a.get(at(D + 1))
+    expect(readdirSync(directory).sort()).toEqual([`salt-${dayName(D)}`, `salt-${dayName(D + 1)}`])
   })
 
   test('a restarted process reads the same salts', () => {

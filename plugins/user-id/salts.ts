@@ -42,6 +42,12 @@ export interface SaltStore {
    * earlier day than the last one served, the store answers with the last one.
    */
   get(nowMs?: number): Salts
+  /**
+   * Like `get`, and makes the previous day's salt when none was made that day: an event back-dated
+   * to yesterday (a trusted sender's) needs it. That salt is deleted on the same day as if it had
+   * been made yesterday, so it too is gone 48 h after its day began.
+   */
+  withPrevious(nowMs?: number): Salts
 }
 
 export interface SaltStoreOptions {
@@ -79,6 +85,14 @@ export function createMemorySaltStore(options: SaltStoreOptions = {}): SaltStore
       }
       for (const d of byDay.keys()) if (d < day - 1) byDay.delete(d)
       served = Object.freeze({ day, current, previous: byDay.get(day - 1) })
+      return served
+    },
+    withPrevious(nowMs = clock()) {
+      const salts = this.get(nowMs)
+      if (salts.previous !== undefined) return salts
+      const previous = random(SALT_BYTES)
+      byDay.set(salts.day - 1, previous)
+      served = Object.freeze({ day: salts.day, current: salts.current, previous })
       return served
     },
   }
@@ -217,6 +231,13 @@ export function createFileSaltStore(options: FileSaltStoreOptions): SaltStore {
       const previous = saltFor(day - 1, false)
       prune(day)
       served = Object.freeze({ day, current, previous })
+      return served
+    },
+    withPrevious(nowMs = clock()) {
+      const salts = this.get(nowMs)
+      if (salts.previous !== undefined) return salts
+      // Made (or, when another process was first, read) like any day's salt; pruned with it.
+      served = Object.freeze({ day: salts.day, current: salts.current, previous: saltFor(salts.day - 1, true) })
       return served
     },
   }

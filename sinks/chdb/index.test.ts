@@ -55,11 +55,13 @@ describe('chdb sink', () => {
       'created database analytics',
       'created table analytics.events_v2',
       'created table analytics.sessions_v2',
+      'created table analytics.ingest_counters',
     ])
     const second = await chdb.migrate!(options, services())
     expect(second.slice(1)).toEqual([
       'table analytics.events_v2 is up to date',
       'table analytics.sessions_v2 is up to date',
+      'table analytics.ingest_counters is up to date',
     ])
     const tables = await withEngine((w) =>
       select(w, "SELECT name, create_table_query FROM system.tables WHERE database = 'analytics' ORDER BY name"),
@@ -67,7 +69,8 @@ describe('chdb sink', () => {
     const events = String(tables[0]?.create_table_query)
     expect(events).toContain('`timestamp` DateTime CODEC(Delta(4), LZ4)')
     expect(events).toContain('non_replicated_deduplication_window = 10000')
-    expect(String(tables[1]?.create_table_query)).toContain('VersionedCollapsingMergeTree(sign, events)')
+    expect(String(tables[1]?.create_table_query)).toContain('SummingMergeTree((dropped, would_drop))')
+    expect(String(tables[2]?.create_table_query)).toContain('VersionedCollapsingMergeTree(sign, events)')
   }, 60_000)
 
   test('rows written through write() read back column by column (sessions with FINAL)', async () => {

@@ -18,7 +18,15 @@ import {
   openTableWriter,
   writerOptions,
 } from '../clickhouse/delivery.ts'
-import { migrateTables, type SqlRunner, type TableTarget } from '../clickhouse/schema.ts'
+import {
+  applyRetention,
+  migrateTables,
+  RETENTION_CHECK_MS,
+  type RetentionPlan,
+  retentionPlan,
+  type SqlRunner,
+  type TableTarget,
+} from '../clickhouse/schema.ts'
 import { acquireChdb, type ChdbWorker } from './protocol.ts'
 
 const options = Type.Object(
@@ -37,7 +45,13 @@ const options = Type.Object(
 type Options = Static<typeof options>
 
 function target(o: Options): TableTarget {
-  return { database: o.database, eventsTable: o.eventsTable, sessionsTable: o.sessionsTable, cluster: '' }
+  return {
+    database: o.database,
+    eventsTable: o.eventsTable,
+    sessionsTable: o.sessionsTable,
+    countersTable: o.countersTable,
+    cluster: '',
+  }
 }
 
 function pathOf(o: Options, engine: EngineServices): string {
@@ -56,9 +70,9 @@ function runner(worker: ChdbWorker): SqlRunner {
 }
 
 /** Opens the engine and makes sure the tables exist: the database is the sink's own, so it migrates itself. */
-async function start(worker: ChdbWorker, o: Options): Promise<void> {
+async function start(worker: ChdbWorker, o: Options, retention: RetentionPlan): Promise<void> {
   await worker.open()
-  await migrateTables(runner(worker), target(o))
+  await migrateTables(runner(worker), target(o), retention)
 }
 
 /**
@@ -73,8 +87,9 @@ export function createChdbSink(module = 'chdb') {
     async setup(o, engine, stats) {
       const { worker, release } = acquireChdb(pathOf(o, engine), module)
       let problem: { state: 'failing'; detail: string } | undefined
+      const plan = () => retentionPlan(engine.sites)
       try {
-        await start(worker, o)
+        await start(worker, o, plan())
       } catch (error) {
         problem = { state: 'failing', detail: `chdb could not start: ${(error as Error).message.split('\n')[0]}` }
         engine.logger.error('chdb could not start; rows are spooled until it can.', {
@@ -89,7 +104,7 @@ export function createChdbSink(module = 'chdb') {
         async insert(table: string, batch: Batch) {
           if (worker.version === undefined) {
             // A worker that died (or never started) is started again, tables included, then retried.
-            await start(worker, o)
+            await start(worker, o, plan())
             problem = undefined
           }
           await worker.call({
@@ -103,15 +118,28 @@ export function createChdbSink(module = 'chdb') {
         // Tables dropped under a running sink: the folder is the sink's own, so it recreates them.
         async createMissing() {
           if (worker.version === undefined) await worker.open()
-          return migrateTables(runner(worker), target(o))
+          return migrateTables(runner(worker), target(o), plan())
         },
       }
       const spoolDir = o.spoolDir ? engine.resolvePath(o.spoolDir) : `${engine.stateDir}/spool/chdb`
       const writer = await openTableWriter(writerOptions('chdb', o, spoolDir, engine, inserter, stats))
+      // Retention follows the sites in use: a refreshed source may bring sites with their own.
+      const retentionTimer = setInterval(() => {
+        if (worker.version === undefined) return
+        applyRetention(runner(worker), target(o), plan()).catch((error: unknown) =>
+          engine.logger.warn('Could not apply retention; will try again.', {
+            sink: 'chdb',
+            error: (error as Error).message.split('\n')[0],
+          }),
+        )
+      }, RETENTION_CHECK_MS)
+      retentionTimer.unref?.()
       return {
         write: (event) => writer.write(event),
+        writeCounters: writer.writeCounters,
         flush: () => writer.flush(),
         async close() {
+          clearInterval(retentionTimer)
           await writer.close()
           await release()
         },
@@ -123,7 +151,7 @@ export function createChdbSink(module = 'chdb') {
       const { worker, release } = acquireChdb(pathOf(o, engine), module)
       try {
         await worker.open()
-        return await migrateTables(runner(worker), target(o))
+        return await migrateTables(runner(worker), target(o), retentionPlan(engine.sites))
       } finally {
         await release()
       }

@@ -23,6 +23,7 @@
 import { randomUUID } from 'node:crypto'
 import { join } from 'node:path'
 import { type Static, type TObject, Type } from '@sinclair/typebox'
+import type { CounterRow } from '../../core/drop-counters.ts'
 import type { AnalyticsEvent } from '../../core/event.ts'
 import type { Logger } from '../../core/logger.ts'
 import { ConfigError, type EngineServices } from '../../core/plugin.ts'
@@ -35,7 +36,7 @@ import {
   type SpoolEntry,
   SpoolFullError,
 } from '../spool/spool.ts'
-import { eventLine, sessionLine } from './encode.ts'
+import { counterLine, eventLine, sessionLine } from './encode.ts'
 import { classify, type Failure } from './errors.ts'
 
 /** A sealed batch: JSONEachRow bytes and their stable identity. */
@@ -502,6 +503,8 @@ export interface WriterOptions {
   deadLetterFile: string
   eventsTable: string
   sessionsTable: string
+  /** Empty = no counters lane. */
+  countersTable: string
   batchRows: number
   flushIntervalMs: number
   retryMaxMs: number
@@ -517,6 +520,11 @@ export const IDENTIFIER = '^[A-Za-z_][A-Za-z0-9_]*$'
 export const deliveryOptions = {
   eventsTable: Type.String({ default: 'events_v2', pattern: IDENTIFIER, description: 'Table of events.' }),
   sessionsTable: Type.String({ default: 'sessions_v2', pattern: IDENTIFIER, description: 'Table of sessions.' }),
+  countersTable: Type.String({
+    default: 'ingest_counters',
+    pattern: '^([A-Za-z_][A-Za-z0-9_]*)?$',
+    description: 'Table of drops per minute, site and reason (SummingMergeTree); empty = do not keep them.',
+  }),
   batchRows: Type.Integer({
     minimum: 1,
     maximum: 1_000_000,
@@ -563,6 +571,7 @@ export function writerOptions(
     deadLetterFile: o.deadLetterFile ? engine.resolvePath(o.deadLetterFile) : `${spoolDir}/dead-letters.ndjson`,
     eventsTable: o.eventsTable,
     sessionsTable: o.sessionsTable,
+    countersTable: o.countersTable,
     batchRows: o.batchRows,
     flushIntervalMs: o.flushIntervalMs,
     retryMaxMs: o.retryMaxMs,
@@ -572,9 +581,11 @@ export function writerOptions(
   }
 }
 
-/** The two lanes of a ClickHouse-shaped sink, fed from events. */
+/** The lanes of a ClickHouse-shaped sink (events, sessions, drop counters), fed from events. */
 export interface TableWriter {
   write(event: AnalyticsEvent): void
+  /** Absent when the sink keeps no counters. */
+  writeCounters?(rows: readonly CounterRow[]): void
   flush(): Promise<void>
   close(): Promise<void>
   health(problem?: { state: 'degraded' | 'failing'; detail: string }): SinkHealth
@@ -587,6 +598,7 @@ export interface TableWriter {
 export async function openTableWriter(o: WriterOptions): Promise<TableWriter> {
   const budget = new SpoolBudget(o.spoolLimitBytes)
   const tables = [o.eventsTable, o.sessionsTable]
+  if (o.countersTable) tables.push(o.countersTable)
   let spools: Spool[]
   try {
     spools = await Promise.all(tables.map((t) => Spool.open(join(o.spoolDir, t), budget, { logger: o.logger })))
@@ -619,13 +631,18 @@ export async function openTableWriter(o: WriterOptions): Promise<TableWriter> {
   if (spooled > 0) {
     o.logger.info('Replaying rows spooled by a previous run.', { sink: o.sink, rows: spooled, spool: o.spoolDir })
   }
-  const [events, sessions] = [lanes[0]!.lane, lanes[1]!.lane]
+  const [events, sessions, counters] = [lanes[0]!.lane, lanes[1]!.lane, lanes[2]?.lane]
   return {
     write(event) {
       events.add(eventLine(event))
       // The -1/+1 rows of a session update, in the order the sessions plugin made them.
       for (const row of event.sessionRows) sessions.add(sessionLine(row))
     },
+    writeCounters: counters
+      ? (rows) => {
+          for (const row of rows) counters.add(counterLine(row))
+        }
+      : undefined,
     async flush() {
       await Promise.all(lanes.map((l) => l.lane.flush()))
     },

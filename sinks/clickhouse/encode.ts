@@ -9,6 +9,7 @@
 //
 // JSONEachRow rather than RowBinary: see README.md ("Wire format") for the measurement.
 
+import type { CounterRow } from '../../core/drop-counters.ts'
 import type { AnalyticsEvent, SessionRow } from '../../core/event.ts'
 import { eventRow, sessionRow } from '../../core/rows.ts'
 
@@ -31,6 +32,17 @@ export function sessionLine(s: SessionRow): string {
   row.timestamp = s.timestamp
   row.start = s.start
   return JSON.stringify(row)
+}
+
+/** One ingest_counters row as a JSON line: UInt64 as a decimal string, DateTime as seconds. */
+export function counterLine(row: CounterRow): string {
+  return JSON.stringify({
+    minute: row.minute,
+    site_id: String(row.site_id),
+    reason: row.reason,
+    dropped: row.dropped,
+    would_drop: row.would_drop,
+  })
 }
 
 /**

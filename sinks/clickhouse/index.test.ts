@@ -31,7 +31,13 @@ import { capsFor, createDistributedSQL, createTableSQL, EVENT_COLUMNS, SESSION_C
 
 warnIfNoClickHouse()
 
-const single = { database: 'analytics', eventsTable: 'events_v2', sessionsTable: 'sessions_v2', cluster: '' }
+const single = {
+  database: 'analytics',
+  eventsTable: 'events_v2',
+  sessionsTable: 'sessions_v2',
+  countersTable: 'ingest_counters',
+  cluster: '',
+}
 
 describe('DDL per server version', () => {
   test('18.16: no codecs, no deduplication window, the spec engine and keys', () => {
@@ -71,6 +77,17 @@ describe('DDL per server version', () => {
       'CREATE TABLE IF NOT EXISTS `analytics`.`sessions_v2` ON CLUSTER `repl` AS `analytics`.`sessions_v2_local`\n' +
         'ENGINE = Distributed(`repl`, `analytics`, `sessions_v2_local`, user_id)',
     )
+  })
+
+  test('ingest_counters: SummingMergeTree by site, minute and reason; sharded by site on a cluster', () => {
+    const counters = createTableSQL(single, 'counters', capsFor('18.16.1'))
+    expect(counters).toContain('ENGINE = SummingMergeTree((dropped, would_drop))')
+    expect(counters).toContain('PARTITION BY toYYYYMM(minute)\nORDER BY (site_id, minute, reason)')
+    const target = { ...single, cluster: 'repl' }
+    expect(createTableSQL(target, 'counters', capsFor('18.16.1'))).toContain(
+      "ReplicatedSummingMergeTree('/clickhouse/tables/{shard}/analytics/ingest_counters_local', '{replica}', (dropped, would_drop))",
+    )
+    expect(createDistributedSQL(target, 'counters')).toEndWith('`ingest_counters_local`, site_id)')
   })
 })
 
@@ -172,12 +189,14 @@ describe.skipIf(!clickhouseBinary)('against ClickHouse 18.16', () => {
       'created database analytics',
       'created table analytics.events_v2',
       'created table analytics.sessions_v2',
+      'created table analytics.ingest_counters',
     ])
     const second = await clickhouse.migrate!(options, scratchServices())
     expect(second).toEqual([
       'ClickHouse 18.16.1',
       'table analytics.events_v2 is up to date',
       'table analytics.sessions_v2 is up to date',
+      'table analytics.ingest_counters is up to date',
     ])
     for (const [table, columns] of [
       ['events_v2', EVENT_COLUMNS],
@@ -249,6 +268,7 @@ describe.skipIf(!clickhouseBinary)('against ClickHouse 18.16', () => {
     expect(again.slice(1)).toEqual([
       'table selfmade.events_v2 is up to date',
       'table selfmade.sessions_v2 is up to date',
+      'table selfmade.ingest_counters is up to date',
     ])
     await sink.close()
   }, 30_000)

@@ -13,7 +13,18 @@ import { ConfigError } from '../../core/plugin.ts'
 import { defineSink } from '../../core/sink.ts'
 import { type Batch, deliveryOptions, IDENTIFIER, type Inserter, openTableWriter, writerOptions } from './delivery.ts'
 import { classify } from './errors.ts'
-import { capsFor, ident, migrateTables, type ServerCaps, type SqlRunner, type TableTarget } from './schema.ts'
+import {
+  applyRetention,
+  capsFor,
+  ident,
+  migrateTables,
+  RETENTION_CHECK_MS,
+  type RetentionPlan,
+  retentionPlan,
+  type ServerCaps,
+  type SqlRunner,
+  type TableTarget,
+} from './schema.ts'
 
 const options = Type.Object(
   {
@@ -60,7 +71,13 @@ const options = Type.Object(
 type Options = Static<typeof options>
 
 function target(o: Options): TableTarget {
-  return { database: o.database, eventsTable: o.eventsTable, sessionsTable: o.sessionsTable, cluster: o.cluster }
+  return {
+    database: o.database,
+    eventsTable: o.eventsTable,
+    sessionsTable: o.sessionsTable,
+    countersTable: o.countersTable,
+    cluster: o.cluster,
+  }
 }
 
 function parseUrl(o: Options): URL {
@@ -110,11 +127,12 @@ class HttpInserter implements Inserter {
     private readonly client: ClickHouseClient,
     private readonly target: TableTarget,
     autoMigrate: boolean,
+    retention: () => RetentionPlan,
   ) {
     // Both lanes find the tables missing at once: one migration serves them both.
     if (autoMigrate) {
       this.createMissing = () => {
-        this.migrating ??= migrateTables(httpRunner(this.client), this.target).finally(() => {
+        this.migrating ??= migrateTables(httpRunner(this.client), this.target, retention()).finally(() => {
           this.migrating = undefined
         })
         return this.migrating
@@ -173,7 +191,7 @@ export default defineSink({
   options,
   async setup(o, engine, stats) {
     const client = makeClient(o)
-    const inserter = new HttpInserter(client, target(o), o.autoMigrate)
+    const inserter = new HttpInserter(client, target(o), o.autoMigrate, () => retentionPlan(engine.sites))
     const spoolDir = spoolDirOf(o, engine)
     const writer = await openTableWriter(writerOptions('clickhouse', o, spoolDir, engine, inserter, stats))
     // Learn early whether the server answers, without holding start-up: health says so meanwhile.
@@ -204,11 +222,28 @@ export default defineSink({
     }
     void probe()
     let closed = false
+    // Retention follows the sites in use (a refreshed source may bring new ones), and on servers
+    // without TTL this is what deletes expired rows.
+    const retentionTimer = setInterval(() => {
+      applyRetention(httpRunner(client), target(o), retentionPlan(engine.sites)).then(
+        (lines) => {
+          for (const line of lines) engine.logger.debug('Retention.', { sink: 'clickhouse', detail: line })
+        },
+        (error: unknown) =>
+          engine.logger.warn('Could not apply retention; will try again.', {
+            sink: 'clickhouse',
+            error: classify(error).summary,
+          }),
+      )
+    }, RETENTION_CHECK_MS)
+    retentionTimer.unref?.()
     return {
       write: (event) => writer.write(event),
+      writeCounters: writer.writeCounters,
       flush: () => writer.flush(),
       async close() {
         closed = true
+        clearInterval(retentionTimer)
         await probing
         await writer.close()
         await client.close()
@@ -222,10 +257,10 @@ export default defineSink({
       },
     }
   },
-  async migrate(o) {
+  async migrate(o, engine) {
     const client = makeClient(o)
     try {
-      return await migrateTables(httpRunner(client), target(o))
+      return await migrateTables(httpRunner(client), target(o), retentionPlan(engine.sites))
     } finally {
       await client.close()
     }

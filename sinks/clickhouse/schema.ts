@@ -93,6 +93,18 @@ export const SESSION_COLUMNS: readonly Column[] = [
   { name: 'acquisition_channel', type: LC },
 ]
 
+/**
+ * ingest_counters (issue "visible drops"): drops per minute, site and reason. Not in the Plausible
+ * schema; a SummingMergeTree folds the rows of one key, so readers should still `sum()`.
+ */
+export const COUNTER_COLUMNS: readonly Column[] = [
+  { name: 'minute', type: 'DateTime', codec: DELTA },
+  { name: 'site_id', type: 'UInt64' },
+  { name: 'reason', type: LC },
+  { name: 'dropped', type: 'UInt64' },
+  { name: 'would_drop', type: 'UInt64' },
+]
+
 /** What a server version can do, as far as our DDL and inserts care. */
 export interface ServerCaps {
   version: string
@@ -104,6 +116,8 @@ export interface ServerCaps {
   dedupTokens: boolean
   /** ALTER TABLE … ADD COLUMN IF NOT EXISTS (19.x+; 18.16 rejects the syntax). */
   addColumnIfNotExists: boolean
+  /** Table TTL (19.6+). Without it, retention runs as an ALTER TABLE … DELETE mutation. */
+  ttl: boolean
 }
 
 /** Capabilities from `SELECT version()` (e.g. `18.16.1`, `26.7.2.1`). */
@@ -116,6 +130,7 @@ export function capsFor(version: string): ServerCaps {
     lowCardinalitySetting: major < 19,
     dedupTokens: atLeast(22, 2),
     addColumnIfNotExists: atLeast(19, 1),
+    ttl: atLeast(19, 6),
   }
 }
 
@@ -129,6 +144,8 @@ export interface TableTarget {
   database: string
   eventsTable: string
   sessionsTable: string
+  /** Table of drop counters; empty = none. */
+  countersTable: string
   /** A cluster of the server's `remote_servers`; enables ON CLUSTER, Replicated engines and Distributed tables. */
   cluster: string
 }
@@ -151,11 +168,17 @@ export function columnDDL(column: Column, caps: ServerCaps): string {
   return `${ident(column.name)} ${column.type}${codec}`
 }
 
-type Kind = 'events' | 'sessions'
+type Kind = 'events' | 'sessions' | 'counters'
+
+const COLUMNS: Record<Kind, readonly Column[]> = {
+  events: EVENT_COLUMNS,
+  sessions: SESSION_COLUMNS,
+  counters: COUNTER_COLUMNS,
+}
 
 /** The table an insert goes to (the Distributed table in cluster mode). */
 export function insertTable(target: TableTarget, kind: Kind): string {
-  return kind === 'events' ? target.eventsTable : target.sessionsTable
+  return kind === 'events' ? target.eventsTable : kind === 'sessions' ? target.sessionsTable : target.countersTable
 }
 
 /** The table that stores the rows: `<name>_local` in cluster mode, else the table itself. */
@@ -170,7 +193,7 @@ function onCluster(target: TableTarget): string {
 
 /** CREATE TABLE for the storage table of `kind`. */
 export function createTableSQL(target: TableTarget, kind: Kind, caps: ServerCaps): string {
-  const columns = kind === 'events' ? EVENT_COLUMNS : SESSION_COLUMNS
+  const columns = COLUMNS[kind]
   const table = storageTable(target, kind)
   const name = `${ident(target.database)}.${ident(table)}`
   const replicated = target.cluster !== ''
@@ -185,6 +208,11 @@ export function createTableSQL(target: TableTarget, kind: Kind, caps: ServerCaps
       'PRIMARY KEY (site_id, toDate(timestamp), name, user_id)\n' +
       'ORDER BY (site_id, toDate(timestamp), name, user_id, timestamp)\n' +
       'SAMPLE BY user_id'
+  } else if (kind === 'counters') {
+    engine = replicated
+      ? `ReplicatedSummingMergeTree(${zkPath}, '{replica}', (dropped, would_drop))`
+      : 'SummingMergeTree((dropped, would_drop))'
+    layout = 'PARTITION BY toYYYYMM(minute)\nORDER BY (site_id, minute, reason)'
   } else {
     engine = replicated
       ? `ReplicatedVersionedCollapsingMergeTree(${zkPath}, '{replica}', sign, events)`
@@ -213,14 +241,18 @@ function tableSettings(target: TableTarget, caps: ServerCaps): string {
   return ''
 }
 
-/** The Distributed table readers and inserts use in cluster mode, sharded by user_id (a session stays on one shard). */
+/**
+ * The Distributed table readers and inserts use in cluster mode, sharded by user_id (a session stays
+ * on one shard); counters have no user and go by site.
+ */
 export function createDistributedSQL(target: TableTarget, kind: Kind): string {
   const table = insertTable(target, kind)
   const local = storageTable(target, kind)
   const db = ident(target.database)
+  const shardKey = kind === 'counters' ? 'site_id' : 'user_id'
   return (
     `CREATE TABLE IF NOT EXISTS ${db}.${ident(table)}${onCluster(target)} AS ${db}.${ident(local)}\n` +
-    `ENGINE = Distributed(${ident(target.cluster)}, ${db}, ${ident(local)}, user_id)`
+    `ENGINE = Distributed(${ident(target.cluster)}, ${db}, ${ident(local)}, ${shardKey})`
   )
 }
 
@@ -236,7 +268,7 @@ export interface SqlRunner {
  * Creates the database and tables, adds columns that an older table lacks, raises the deduplication
  * window. Idempotent: a second run changes nothing and says so. Returns one line per action.
  */
-export async function migrateTables(run: SqlRunner, target: TableTarget): Promise<string[]> {
+export async function migrateTables(run: SqlRunner, target: TableTarget, retention?: RetentionPlan): Promise<string[]> {
   const [versionRow] = await run.select('SELECT version() AS version')
   const caps = capsFor(String(versionRow?.version ?? ''))
   const settings = ddlSettings(caps)
@@ -249,8 +281,9 @@ export async function migrateTables(run: SqlRunner, target: TableTarget): Promis
     await run.exec(`CREATE DATABASE IF NOT EXISTS ${ident(db)}${onCluster(target)}`)
   if (dbExists.length === 0) lines.push(`created database ${db}`)
 
-  for (const kind of ['events', 'sessions'] as const) {
-    const wanted = kind === 'events' ? EVENT_COLUMNS : SESSION_COLUMNS
+  const kinds: Kind[] = target.countersTable ? ['events', 'sessions', 'counters'] : ['events', 'sessions']
+  for (const kind of kinds) {
+    const wanted = COLUMNS[kind]
     const tables = target.cluster
       ? [storageTable(target, kind), insertTable(target, kind)]
       : [insertTable(target, kind)]
@@ -290,6 +323,147 @@ export async function migrateTables(run: SqlRunner, target: TableTarget): Promis
       if (!changed) lines.push(`table ${db}.${table} is up to date`)
     }
   }
+  if (retention) lines.push(...(await applyRetention(run, target, retention, caps)))
+  return lines
+}
+
+/** How often a running sink re-applies retention (new sites from a source; deletes where there is no TTL). */
+export const RETENTION_CHECK_MS = 60 * 60 * 1000
+
+/**
+ * How long rows are kept (issue #12 item 6): `defaultDays` for every site not listed (undefined =
+ * forever), and the sites whose own retention differs from it.
+ */
+export interface RetentionPlan {
+  defaultDays: number | undefined
+  sites: { id: number; days: number }[]
+}
+
+/** The plan for the sites in use: each site's own days where they differ from the global ones. */
+export function retentionPlan(sites: {
+  retentionDays: number | undefined
+  list(): readonly { id: number; retentionDays: number | undefined }[]
+}): RetentionPlan {
+  const defaultDays = sites.retentionDays
+  const own = sites
+    .list()
+    .filter((s) => s.retentionDays !== undefined && s.retentionDays !== defaultDays)
+    .map((s) => ({ id: s.id, days: s.retentionDays as number }))
+    .sort((a, b) => a.id - b.id)
+  return { defaultDays, sites: own }
+}
+
+/** One line for operators: `90 days; site 2: 30 days` or `forever`. */
+export function describeRetention(plan: RetentionPlan): string {
+  const base = plan.defaultDays === undefined ? 'forever' : `${plan.defaultDays} days`
+  return [base, ...plan.sites.map((s) => `site ${s.id}: ${s.days} days`)].join('; ')
+}
+
+/** The column a row's age is measured by: sessions by `start`, so both rows of a session go together. */
+function ageColumn(kind: Kind): string {
+  return kind === 'events' ? 'timestamp' : 'start'
+}
+
+/**
+ * A site's days as one expression over `site_id`, with `fallback` for the sites not listed. Written
+ * the way ClickHouse prints it back in `engine_full`, so a second migration finds nothing to change.
+ */
+function daysExpression(plan: RetentionPlan, fallback: number): string {
+  if (plan.sites.length === 0) return String(fallback)
+  const ids = plan.sites.map((s) => s.id).join(', ')
+  const days = plan.sites.map((s) => s.days).join(', ')
+  return `transform(site_id, [${ids}], [${days}], ${fallback})`
+}
+
+function listedIds(plan: RetentionPlan): string {
+  return `[${plan.sites.map((s) => s.id).join(', ')}]`
+}
+
+/** The table TTL of a plan, or undefined when every row is kept forever. */
+export function ttlExpression(plan: RetentionPlan, kind: Kind): string | undefined {
+  const column = ageColumn(kind)
+  if (plan.defaultDays !== undefined) return `${column} + toIntervalDay(${daysExpression(plan, plan.defaultDays)})`
+  if (plan.sites.length === 0) return undefined
+  // Sites without retention get the last DateTime: a large day count would overflow it and expire at once.
+  return `if(has(${listedIds(plan)}, site_id), ${column} + toIntervalDay(${daysExpression(plan, 0)}), toDateTime(4294967295))`
+}
+
+/**
+ * The rows past their retention, for servers without TTL: whole days, so that a check every hour
+ * finds something to delete (and rewrites parts) at most once a day.
+ */
+export function expiredCondition(plan: RetentionPlan, kind: Kind): string | undefined {
+  const age = `toDate(${ageColumn(kind)})`
+  if (plan.defaultDays !== undefined) return `${age} < today() - ${daysExpression(plan, plan.defaultDays)}`
+  if (plan.sites.length === 0) return undefined
+  return `has(${listedIds(plan)}, site_id) AND ${age} < today() - ${daysExpression(plan, 0)}`
+}
+
+const normalizeSql = (sql: string) => sql.replace(/\s+/g, '')
+
+function isOurTtl(ttl: string, kind: Kind): boolean {
+  const t = normalizeSql(ttl)
+  return t.startsWith(`${ageColumn(kind)}+toIntervalDay(`) || t.startsWith('if(has([')
+}
+
+/**
+ * Makes the storage tables keep rows as long as the plan says: a table TTL where the server has
+ * them (set or changed with MODIFY TTL, removed with REMOVE TTL), else a DELETE mutation for the rows
+ * already expired (none while one is still running). Idempotent; returns one line per action.
+ */
+export async function applyRetention(
+  run: SqlRunner,
+  target: TableTarget,
+  plan: RetentionPlan,
+  caps?: ServerCaps,
+): Promise<string[]> {
+  if (!caps) {
+    const [versionRow] = await run.select('SELECT version() AS version')
+    caps = capsFor(String(versionRow?.version ?? ''))
+  }
+  const lines: string[] = []
+  const db = target.database
+  for (const kind of ['events', 'sessions'] as const) {
+    const table = storageTable(target, kind)
+    const name = `${ident(db)}.${ident(table)}`
+    if (caps.ttl) {
+      const [row] = await run.select(
+        `SELECT engine_full FROM system.tables WHERE database = ${literal(db)} AND name = ${literal(table)}`,
+      )
+      const current = / TTL (.+?)(?: SETTINGS .*)?$/.exec(String(row?.engine_full ?? ''))?.[1]
+      const wanted = ttlExpression(plan, kind)
+      if (wanted === undefined) {
+        // Only a TTL of the shape we write is ours to remove; one an operator set by hand stays.
+        if (current === undefined || !isOurTtl(current, kind)) continue
+        await run.exec(`ALTER TABLE ${name}${onCluster(target)} REMOVE TTL`)
+        lines.push(`removed the TTL of ${db}.${table}: rows are kept forever`)
+      } else if (current === undefined || normalizeSql(current) !== normalizeSql(wanted)) {
+        // The server rewrites the parts holding expired rows in the background (materialize_ttl_after_modify).
+        await run.exec(`ALTER TABLE ${name}${onCluster(target)} MODIFY TTL ${wanted}`)
+        lines.push(`set the TTL of ${db}.${table}: ${describeRetention(plan)}`)
+      }
+      continue
+    }
+    const condition = expiredCondition(plan, kind)
+    if (condition === undefined) continue
+    // A mutation rewrites every part on 18.16: run one only when rows expired and none is still running.
+    const [pending] = await run.select(
+      `SELECT count() AS n FROM system.mutations WHERE database = ${literal(db)} AND table = ${literal(table)} AND is_done = 0`,
+    )
+    if (Number(pending?.n ?? 0) > 0) {
+      lines.push(`retention of ${db}.${table}: a delete is still running`)
+      continue
+    }
+    // In cluster mode the Distributed table counts every shard, not only the host asked.
+    const counted = `${ident(db)}.${ident(insertTable(target, kind))}`
+    const [expired] = await run.select(`SELECT count() AS n FROM ${counted} WHERE ${condition}`)
+    const n = Number(expired?.n ?? 0)
+    if (n === 0) continue
+    await run.exec(`ALTER TABLE ${name}${onCluster(target)} DELETE WHERE ${condition}`)
+    lines.push(`deleting ${n} expired rows of ${db}.${table} (${describeRetention(plan)}; no TTL on ${caps.version})`)
+  }
+  const managed = plan.defaultDays !== undefined || plan.sites.length > 0
+  if (lines.length === 0 && managed) lines.push(`retention is up to date: ${describeRetention(plan)}`)
   return lines
 }
 

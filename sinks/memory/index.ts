@@ -1,6 +1,7 @@
 // The memory sink: keeps rows in memory, for tests of the engine and of users' own plugins.
 
 import { Type } from '@sinclair/typebox'
+import type { CounterRow } from '../../core/drop-counters.ts'
 import { eventRow, type JsonRow, sessionRow } from '../../core/rows.ts'
 import { defineSink, type SinkInstance } from '../../core/sink.ts'
 
@@ -9,6 +10,8 @@ export interface MemorySinkInstance extends SinkInstance {
   readonly events: JsonRow[]
   /** sessions_v2 rows in the order they were written. */
   readonly sessions: JsonRow[]
+  /** ingest_counters rows as the engine handed them over (not summed). */
+  readonly counters: CounterRow[]
   clear(): void
 }
 
@@ -24,6 +27,7 @@ export default defineSink({
   setup(options, _engine, stats): MemorySinkInstance {
     const events: JsonRow[] = []
     const sessions: JsonRow[] = []
+    const counters: CounterRow[] = []
     const push = (list: JsonRow[], row: JsonRow) => {
       list.push(row)
       // Trim in chunks: shifting one row per write would be O(n) each.
@@ -33,9 +37,14 @@ export default defineSink({
     return {
       events,
       sessions,
+      counters,
       clear() {
         events.length = 0
         sessions.length = 0
+        counters.length = 0
+      },
+      writeCounters(rows) {
+        counters.push(...rows)
       },
       write(event) {
         push(events, eventRow(event))

@@ -356,7 +356,13 @@ describe.skipIf(!clickhouseBinary)('HTTP to events_v2 and sessions_v2 (ClickHous
     await ch.query('CREATE DATABASE drift')
     await ch.query(
       createTableSQL(
-        { database: 'drift', eventsTable: 'events_v2', sessionsTable: 'sessions_v2', cluster: '' },
+        {
+          database: 'drift',
+          eventsTable: 'events_v2',
+          sessionsTable: 'sessions_v2',
+          countersTable: 'ingest_counters',
+          cluster: '',
+        },
         'events',
         caps,
       ).replace('`country_code` FixedString(2)', '`country_code` FixedString(1)'),

@@ -191,27 +191,30 @@ describe.skipIf(!clickhouseBinary)('engine process against ClickHouse 18.16: fau
       }
     })
     let sawSpool = false
-    const watch = async (ms: number) => {
+    // Conditions, not fixed sleeps: a loaded machine may serve fewer requests in a given time.
+    const watchUntil = async (done: () => boolean | Promise<boolean>, ms: number) => {
       const until = Date.now() + ms
       while (Date.now() < until) {
         if (metric(await engine.metrics(), 'analytics_sink_spool_bytes', SINK) > 0) sawSpool = true
+        if (await done()) return
         await Bun.sleep(100)
       }
     }
-    await watch(600)
-    const writtenBefore = metric(await engine.metrics(), 'analytics_sink_rows_written_total', SINK)
-    expect(writtenBefore).toBeGreaterThan(0)
+    const written = async () => metric(await engine.metrics(), 'analytics_sink_rows_written_total', SINK)
+    await watchUntil(async () => (await written()) > 0 && accepted.size > 100, 20_000)
+    expect(await written()).toBeGreaterThan(0)
     await ch.stop()
     const atStop = accepted.size
-    await watch(1500)
+    await watchUntil(() => sawSpool && accepted.size > atStop + 50, 20_000)
     // Requests kept coming, and kept being accepted, while the server was down.
     expect(accepted.size).toBeGreaterThan(atStop + 50)
     await ch.start()
-    await watch(800)
+    const atStart = accepted.size
+    await watchUntil(() => accepted.size > atStart + 50, 20_000)
     streaming = false
     await Promise.all(clients)
     expect(refused).toBe(0)
-    expect(accepted.size).toBeGreaterThan(300)
+    expect(accepted.size).toBeGreaterThan(200)
     expect(sawSpool).toBe(true)
     const text = await drained(engine, 'midstream', accepted.size)
     expect(metric(text, 'analytics_sink_retries_total', SINK)).toBeGreaterThan(0)

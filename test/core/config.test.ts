@@ -150,7 +150,10 @@ describe('config errors carry the path of the bad value', () => {
     [{ sites: [{ id: 1, domain: 'a.com', shields: { ip: [5] } }] }, 'sites[0].shields.ip[0]: expected string'],
     [{ sites: [{ id: 1, domain: 'a.com', shields: { asn: [] } }] }, 'sites[0].shields.asn: unknown option'],
     [{ sites: 'all' }, "sites: expected 'any'"],
-    [{ sites: 5 }, 'sites: expected `any` or a list of sites'],
+    [{ sites: 5 }, 'sites: expected `any`, a list of sites, or a source ({ file }, { sql, database } or { url })'],
+    [{ sites: { file: 'x.yaml', refresh: 5 } }, 'sites.refresh: unknown option'],
+    [{ retention: { days: 0 } }, 'retention.days: expected integer to be greater or equal to 1'],
+    [{ sites: [{ id: 1, domain: 'a.com', retention: { days: 'x' } }] }, 'sites[0].retention.days: expected integer'],
     [{ plugins: [null] }, 'plugins[0]: expected a name, or a mapping of one name (or ./path) to its options'],
     [{ sinks: [{ a: 1, b: 2 }] }, 'sinks[0]: expected object to have no more than 1 properties'],
     [{ plugins: ['no-such-plugin'] }, 'plugins[0]: unknown plugin "no-such-plugin"'],
@@ -235,5 +238,32 @@ describe('config errors carry the path of the bad value', () => {
     const config = await resolveRaw({ plugins: ['./test/fixtures/test-dialect.ts', './test/fixtures/test-dialect.ts'] })
     const issues = await issuesOf(createEngine(config, { logger: silentLogger }))
     expect(issues).toEqual(['plugins[1]: route POST /t/event is already served by test-dialect'])
+  })
+})
+
+describe('trusted-sender keys (sites[].keys)', () => {
+  test('come from the environment through ${VAR}', async () => {
+    const config = await resolveConfig(
+      { sites: [{ id: 1, domain: 'a.example', keys: ['${SHOP_KEY}'] }] },
+      { source: '(test)', baseDir: root, env: undefined, vars: { SHOP_KEY: 'from-the-environment-0123' } },
+    )
+    expect(config.sites).toEqual([{ id: 1, domain: 'a.example', keys: ['from-the-environment-0123'] }])
+  })
+
+  test.each([
+    ['too short', 'short-key-123'],
+    ['with a blank', 'a key with blanks in it'],
+  ])('a key %s is refused at its path, and the message does not repeat it', async (_, key) => {
+    const issues = await issuesOf(
+      resolveConfig(
+        { sites: [{ id: 1, domain: 'a.example', keys: ['${SHOP_KEY}'] }] },
+        { source: '(test)', baseDir: root, env: undefined, vars: { SHOP_KEY: key } },
+      ),
+    )
+    expect(issues.length).toBeGreaterThan(0)
+    for (const issue of issues) {
+      expect(issue).toStartWith('sites[0].keys[0]: ')
+      expect(issue).not.toContain(key)
+    }
   })
 })

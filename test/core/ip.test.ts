@@ -81,3 +81,39 @@ test.each([
 ])('cleanAddress(%p) = %p', (text, expected) => {
   expect(cleanAddress(text, scratch)).toBe(expected)
 })
+
+// RFC 5952: one text per address, so one client is one visitor and one rate-limit budget whatever
+// spelling a proxy writes.
+test.each([
+  ['2001:DB8:0:0:0:0:0:1', '2001:db8::1'],
+  ['2001:db8:0000::0001', '2001:db8::1'],
+  ['0:0:0:0:0:0:0:0', '::'],
+  ['0:0:0:0:0:0:0:1', '::1'],
+  ['1:0:0:0:0:0:0:0', '1::'],
+  // A single zero group is not shortened.
+  ['2001:db8:0:1:1:1:1:1', '2001:db8:0:1:1:1:1:1'],
+  // The longest run wins; between equal runs, the first.
+  ['2001:0:0:1:0:0:0:1', '2001:0:0:1::1'],
+  ['2001:db8:0:0:1:0:0:1', '2001:db8::1:0:0:1'],
+  ['64:ff9b::1.2.3.4', '64:ff9b::102:304'],
+])('normalizeIp(%p) = %p (RFC 5952)', (text, expected) => {
+  expect(normalizeIp(text, scratch)).toBe(expected)
+})
+
+test('every spelling of an IPv6 address normalises to one text, which parses to the same groups', () => {
+  const a = new Uint16Array(8)
+  const b = new Uint16Array(8)
+  fc.assert(
+    fc.property(fc.ipV6(), fc.boolean(), (ip, upper) => {
+      const spelled = upper ? ip.toUpperCase() : ip
+      const text = normalizeIp(spelled, scratch)
+      if (text.includes('.')) return // IPv4-mapped: plain IPv4 by design
+      expect(parseIPv6(spelled, a)).toBe(true)
+      expect(parseIPv6(text, b)).toBe(true)
+      expect([...b]).toEqual([...a])
+      // The canonical text is its own normal form.
+      expect(normalizeIp(text, scratch)).toBe(text)
+      expect(text).toBe(text.toLowerCase())
+    }),
+  )
+})

@@ -15,6 +15,7 @@ import type { AnalyticsEvent } from '../../core/event.ts'
 import type { PluginDefinition } from '../../core/plugin.ts'
 import { parseAccessLogLine, parseTime } from '../../core/replay/records.ts'
 import { eventFromRow } from '../../core/replay/rows.ts'
+import { bearerDigest } from '../../core/senders.ts'
 import { contextFor, makeEvent, setupPlugin } from '../../core/testing.ts'
 import bots from '../../plugins/bots/index.ts'
 import { normaliseEventType, readFields } from '../../plugins/lynkow/fields.ts'
@@ -23,6 +24,7 @@ import { parseEventTime } from '../../plugins/lynkow/time.ts'
 import { isLocalHost } from '../../plugins/lynkow/urls.ts'
 import { createBodyReader } from '../../plugins/plausible/body.ts'
 import { createRequestReader } from '../../plugins/plausible/request.ts'
+import { clientTimestampMs } from '../../plugins/plausible/timestamp.ts'
 import { parseJson } from '../../plugins/props/json.ts'
 import redact from '../../plugins/redact/index.ts'
 import referrer from '../../plugins/referrer/index.ts'
@@ -42,9 +44,11 @@ const HUGE = 500_000
 /** Runs `fn` on each input and fails when one takes longer than `budgetMs`. */
 async function withinBudget(budgetMs: number, inputs: Record<string, unknown>, fn: (input: never) => unknown) {
   for (const [name, input] of Object.entries(inputs)) {
-    // Once to load and compile, then timed.
+    // Once to load and compile, then the best of three: a quadratic case stays slow every time,
+    // while a busy machine only slows some runs.
     await fn(input as never)
-    const ms = await timed(() => fn(input as never))
+    let ms = Number.POSITIVE_INFINITY
+    for (let i = 0; i < 3; i++) ms = Math.min(ms, await timed(() => fn(input as never)))
     expect(ms, `${name}: ${ms.toFixed(1)} ms`).toBeLessThan(budgetMs)
   }
 }
@@ -81,6 +85,8 @@ const INVENTORY: Record<string, 'request' | 'config'> = {
   'core/replay/rows.ts /^(0|[1-9]\\d{0,19})$/': 'request',
   'core/replay/rows.ts /^(\\d{4})-(\\d\\d)-(\\d\\d) (\\d\\d):(\\d\\d):(\\d\\d)$/': 'request',
   'core/trust.ts /^\\d{1,3}$/': 'config',
+  'core/senders.ts /^Bearer[ \\t]+([\\x21-\\x7e]+)[ \\t]*$/i': 'request',
+  'core/senders.ts /^bearer(?:[ \\t]|$)/i': 'request',
   'core/wildcard.ts /\\*+/': 'config',
   'plugins/bots/index.ts new RegExp': 'request',
   'plugins/lynkow/fields.ts /_([a-z])/g': 'config',
@@ -92,9 +98,13 @@ const INVENTORY: Record<string, 'request' | 'config'> = {
     'request',
   'plugins/lynkow/time.ts /^\\d{1,16}$/': 'request',
   'plugins/lynkow/urls.ts /^127\\.\\d{1,3}\\.\\d{1,3}\\.\\d{1,3}$/': 'request',
+  'plugins/plausible/index.ts /\\/+$/': 'config',
   'plugins/plausible/request.ts /^[+-]?[0-9]+$/': 'request',
   'plugins/plausible/request.ts /^[A-Z]{3}$/': 'request',
   'plugins/plausible/request.ts /^[+-]?(?:[0-9]+(?:\\.[0-9]*)?|\\.[0-9]+)(?:[eE][+-]?[0-9]+)?/': 'request',
+  'plugins/plausible/timestamp.ts /^(\\d{4})-(\\d{2})-(\\d{2})[Tt ](\\d{2}):(\\d{2})(?::(\\d{2})(?:[.,](\\d{1,9}))?)?(?:([Zz])|([+-])(\\d{2}):?(\\d{2}))$/':
+    'request',
+  'plugins/plausible/timestamp.ts /^[0-9]{1,15}$/': 'request',
   'plugins/props/json.ts /[:,[]\\s*-?(?:\\d+[.eE]|\\d{16})/': 'request',
   'plugins/redact/redactor.ts new RegExp': 'request',
   'plugins/redact/redactor.ts /[.*+?^${}()|[\\]\\\\]/g': 'config',
@@ -139,6 +149,18 @@ test('the inventory lists every regex in core/ and plugins/ (add new ones above,
 })
 
 describe('core', () => {
+  test('senders.ts: the bearer key of an Authorization header', async () => {
+    await withinBudget(
+      50,
+      {
+        blanks: `Bearer ${' \t'.repeat(BIG / 2)}x\u0001`,
+        token: `Bearer ${'a'.repeat(BIG)} \u0001`,
+        both: `Bearer ${'a '.repeat(BIG / 2)}`,
+      },
+      (value: string) => expect(bearerDigest(new Headers({ authorization: value }))).toBeNull(),
+    )
+  })
+
   test('http.ts: the CORS preflight header check (/^[\\w\\-, ]{1,500}$/)', async () => {
     const t = await standardEngine()
     try {
@@ -222,6 +244,19 @@ describe('plausible and props', () => {
         signs: { currency: 'EUR', amount: '+'.repeat(BIG) },
       },
       (revenue: object) => readRequest({ n: 'pageview', u: 'https://example.com/', d: 'example.com', revenue }),
+    )
+  })
+
+  test("timestamp.ts: a trusted sender's timestamp as ISO-8601 or epoch digits", async () => {
+    await withinBudget(
+      50,
+      {
+        digits: '1'.repeat(BIG),
+        iso: `2026-11-22T11:00:00.${'1'.repeat(BIG)}Z`,
+        dashes: '2026-'.repeat(BIG / 5),
+        zone: `2026-11-22T11:00:00+${'0'.repeat(BIG)}`,
+      },
+      (text: string) => expect(clientTimestampMs(text)).toBeNaN(),
     )
   })
 
@@ -417,14 +452,20 @@ describe('through the engine, at the sizes a request can carry', async () => {
   const t = await standardEngine({ plugins: { 'rate-limit': { perIp: { events: 0 } } } })
   afterAll(() => t.close())
 
+  /** The best of three runs of `count` requests, for the same reason as in withinBudget. */
   async function timeRequests(count: number, body: (i: number) => string, path = PLAUSIBLE): Promise<number> {
-    return timed(async () => {
-      for (let i = 0; i < count; i++) {
-        const res = await rawPost(t, path, body(i), { 'content-type': 'text/plain' })
-        expect(res.status).toBeLessThan(500)
-        await res.arrayBuffer()
-      }
-    })
+    let best = Number.POSITIVE_INFINITY
+    for (let run = 0; run < 3; run++) {
+      const ms = await timed(async () => {
+        for (let i = 0; i < count; i++) {
+          const res = await rawPost(t, path, body(i), { 'content-type': 'text/plain' })
+          expect(res.status).toBeLessThan(500)
+          await res.arrayBuffer()
+        }
+      })
+      best = Math.min(best, ms)
+    }
+    return best
   }
 
   test('a body of worst-case field values costs about what a plain body of that size does', async () => {
