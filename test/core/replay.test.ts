@@ -359,6 +359,36 @@ describe('bare Plausible bodies', () => {
   })
 })
 
+// Needs user-id to pick the salt by the event's day when that day is before the salts in force
+// (docs/operators/replay.md "Daily salts"): yesterday → the previous salt (withPrevious); older → a
+// salt for that day made in memory for this process only, never written to the salt folder.
+test.todo('replayed events older than yesterday get per-day ids that no live id matches', async () => {
+  const stateDir = tempDir('replay-state-')
+  const engine = await startTestEngine(TEST_CONFIG(stateDir))
+  await engine.post('/api/event', { n: 'pageview', u: 'https://example.com/', d: 'example.com' })
+  const liveId = engine.events()[0]!.user_id
+  await engine.close()
+  const day = (n: number) => Date.now() - n * 86_400_000
+  const input = [5, 4]
+    .map((n) =>
+      JSON.stringify({
+        n: 'pageview',
+        u: 'https://example.com/',
+        d: 'example.com',
+        receivedAt: day(n),
+        ip: '127.0.0.1',
+        userAgent: TEST_UA,
+      }),
+    )
+    .join('\n')
+  const run = await replay(['--config', configFile(stateDir), '-'], input)
+  const ids = rowsOf(run.stdout).events.map((e) => e.user_id)
+  expect(ids).toHaveLength(2)
+  expect(ids[0]).not.toBe(ids[1])
+  expect(ids).not.toContain(liveId)
+  expect(readdirSync(join(stateDir, 'salts')).filter((f) => f.startsWith('salt-'))).toHaveLength(1)
+})
+
 describe('malformed lines', () => {
   test('are counted and listed by line number, never quoted, and the run goes on', async () => {
     const stateDir = tempDir('replay-state-')
