@@ -2,7 +2,7 @@
 // back from the stdout sink, compared with what the same requests produce over real HTTP.
 
 import { afterAll, beforeAll, describe, expect, test } from 'bun:test'
-import { mkdirSync, mkdtempSync, readdirSync, readFileSync, writeFileSync } from 'node:fs'
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join, resolve } from 'node:path'
 import type { AnalyticsEvent } from '../../core/event.ts'
@@ -600,7 +600,10 @@ describe('progress', () => {
     expect(done.summary).toMatchObject({ replay: 'done', lines: 20, accepted: 20 })
   })
 
-  test('is a bar redrawn in place on a terminal', async () => {
+  // `script` (util-linux) gives the process a pseudo-terminal.
+  const script = Bun.which('script')
+  if (!script) console.warn('script (util-linux) is not installed: the progress-bar-on-a-terminal test is SKIPPED')
+  test.skipIf(!script)('is a bar redrawn in place on a terminal', async () => {
     const stateDir = tempDir('replay-state-')
     const file = join(tempDir('replay-input-'), 'in.ndjson')
     writeFileSync(file, numberedRecords(5).join('\n'))
@@ -660,7 +663,7 @@ describe('access-log lines', () => {
 
 // nginx in front of the engine, logging with the documented format: the log replayed gives the rows
 // the engine made live; lines nginx answered 502 (engine down) are the backfill.
-const nginx = Bun.which('nginx') ?? (Bun.file('/usr/sbin/nginx').size ? '/usr/sbin/nginx' : undefined)
+const nginx = Bun.which('nginx') ?? (existsSync('/usr/sbin/nginx') ? '/usr/sbin/nginx' : undefined)
 if (!nginx) console.warn('nginx is not installed (apt-get install nginx-light): the access-log replay test is SKIPPED')
 
 describe.skipIf(!nginx)('an nginx access log', () => {
