@@ -179,11 +179,37 @@ describe('back-dated events (a trusted sender’s client timestamp)', () => {
     expect(earlier.user_id).toBe(live.user_id)
   })
 
-  test('drops salt_expired when the event is dated before yesterday', async () => {
+  test('an event dated before yesterday (a replay) gets a salt of this process for its day, never written', async () => {
+    const services = testServices()
+    const instance = await setupPlugin(plugin, {}, services)
+    const now = today()
+    const dayStart = now - (now % DAY_MS)
+    const at = (days: number) => seconds(dayStart - days * DAY_MS + 3_600_000)
+    // A replay sets the arrival to the record's own time.
+    const old = (days: number) => run(instance, { ...VISIT, receivedAt: at(days) * 1000, timestamp: at(days) })
+    const fiveAgo = old(5)
+    const fourAgo = old(4)
+    const live = run(instance, { ...VISIT, receivedAt: now, timestamp: seconds(now) })
+    expect(fiveAgo.user_id).not.toBe(0n)
+    expect(old(5).user_id).toBe(fiveAgo.user_id)
+    expect(fourAgo.user_id).not.toBe(fiveAgo.user_id)
+    // A session across midnight of the replayed days continues under the previous day's id.
+    expect(fourAgo.previousUserId).toBe(fiveAgo.user_id)
+    expect([fiveAgo.user_id, fourAgo.user_id]).not.toContain(live.user_id)
+    expect([fiveAgo.user_id, fourAgo.user_id]).not.toContain(live.previousUserId)
+    // Only today's salt is on disk.
+    expect(readdirSync(join(services.stateDir, 'salts')).filter((f) => f.startsWith('salt-'))).toEqual([
+      `salt-${dayName(Math.floor(now / DAY_MS))}`,
+    ])
+  })
+
+  test("a replayed record of yesterday takes yesterday's salt, as a live event of yesterday did", async () => {
     const instance = await setupPlugin(plugin, { store: 'memory' })
     const now = today()
-    const event = makeEvent({ ...VISIT, receivedAt: now, timestamp: seconds(now - (now % DAY_MS) - DAY_MS - 1000) })
-    expect(instance.run?.(event, ctx)).toEqual(ctx.drop('salt_expired'))
-    expect(event.user_id).toBe(0n)
+    const yesterday = now - DAY_MS
+    const replayed = run(instance, { ...VISIT, receivedAt: yesterday, timestamp: seconds(yesterday) })
+    const live = run(instance, { ...VISIT, receivedAt: now, timestamp: seconds(now) })
+    expect(live.previousUserId).toBe(replayed.user_id)
+    expect(live.user_id).not.toBe(replayed.user_id)
   })
 })

@@ -1,5 +1,6 @@
 // The user-id plugin: spec/plausible-dialect.md §9 (salted user id, root domain, daily salts).
 
+import { randomBytes } from 'node:crypto'
 import { join } from 'node:path'
 import { Type } from '@sinclair/typebox'
 import { getDomain } from 'tldts'
@@ -14,6 +15,8 @@ interface Ids {
 }
 
 const MAX_CACHED_KEY = 1024
+/** Days before yesterday whose in-process salts are kept at once (a replay of several years). */
+const MAX_PAST_DAYS = 1000
 
 // Private suffixes count (spec §9): `foo.netlify.app` is its own root domain.
 const TLD_OPTIONS = { allowPrivateDomains: true } as const
@@ -31,10 +34,6 @@ export default definePlugin({
   name: 'user-id',
   stage: 'identify',
   summary: 'Sets the salted daily user id (SipHash of user agent, IP, domain, root domain) and the root domain.',
-  drops: {
-    salt_expired:
-      'the event is dated before yesterday (UTC), whose salt is deleted by design: no user id can be made for it',
-  },
   options: Type.Object(
     {
       store: Type.Union([Type.Literal('file'), Type.Literal('memory')], {
@@ -71,6 +70,8 @@ export default definePlugin({
     let previousKey: SipKey | undefined = salts.previous && sipKey(salts.previous)
     // The next rotation, as a number: the per-event check is one comparison.
     let nextDayMs = (salts.day + 1) * DAY_MS
+    // Events dated before this second (the start of yesterday) have no salt left.
+    let yesterdayStart = ((salts.day - 1) * DAY_MS) / 1000
 
     const useCache = options.cacheSize > 0
     const roots = new BoundedCache<string>(options.cacheSize)
@@ -84,7 +85,22 @@ export default definePlugin({
       currentKey = sipKey(next.current)
       previousKey = next.previous && sipKey(next.previous)
       nextDayMs = (next.day + 1) * DAY_MS
+      yesterdayStart = ((next.day - 1) * DAY_MS) / 1000
       ids.clear()
+    }
+
+    // Days before yesterday (a replay of old records) get a salt that lives in this process only and
+    // is never written: their ids are consistent within the run and match no live id, as ids of a
+    // deleted salt would. Bounded, so a replay of years stays small.
+    const pastKeys = new Map<number, SipKey>()
+    const pastKey = (day: number): SipKey => {
+      let key = pastKeys.get(day)
+      if (key === undefined) {
+        if (pastKeys.size >= MAX_PAST_DAYS) pastKeys.clear()
+        key = sipKey(new Uint8Array(randomBytes(16)))
+        pastKeys.set(day, key)
+      }
+      return key
     }
 
     // Rotate and delete expired salts on time even when no event arrives to trigger it.
@@ -98,7 +114,7 @@ export default definePlugin({
     let buffer = new Uint8Array(4096)
 
     return {
-      run(event, ctx) {
+      run(event) {
         // The request's arrival decides the day; 0 (a hand-made event) means "now".
         const now = event.receivedAt > 0 ? event.receivedAt : Date.now()
         if (now >= nextDayMs) rotate(now)
@@ -118,18 +134,25 @@ export default definePlugin({
         // UA ++ IP ++ domain ++ root domain, UTF-8, no separators (Plausible's exact input).
         const text = event.userAgent + event.clientIp + domain + root
 
-        // An event dated before the day it arrived (a trusted sender's client timestamp) takes the
-        // salt of its own day, so a back-filled day gets the ids that day's live events got. Only
-        // yesterday's salt still exists (spec §9: deleted after 48 h); for older days there is none.
+        // An event dated before the day of the salt in force (a trusted sender's client timestamp, a
+        // replayed record) takes the salt of its own day, so a back-filled yesterday gets the ids
+        // that day's live events got. Only yesterday's salt still exists (spec §9: deleted after
+        // 48 h); older days get a salt of this process (pastKey).
         const eventMs = event.timestamp * 1000
-        if (event.timestamp > 0 && eventMs < now - (now % DAY_MS)) {
-          if (eventMs < nextDayMs - 2 * DAY_MS) return ctx.drop('salt_expired')
-          if (previousKey === undefined) rotate(now, true)
+        if (event.timestamp > 0 && eventMs < nextDayMs - DAY_MS) {
           if (text.length * 3 > buffer.length) buffer = new Uint8Array(text.length * 3)
           const length = encoder.encodeInto(text, buffer).written
-          event.user_id = sipHash24(previousKey!, buffer, length)
-          // The day before yesterday's salt is gone: nothing to continue a session under.
-          event.previousUserId = 0n
+          if (event.timestamp >= yesterdayStart) {
+            // At the start of the salt day in force: a replayed record's arrival may be days old.
+            if (previousKey === undefined) rotate(Math.max(now, nextDayMs - DAY_MS), true)
+            event.user_id = sipHash24(previousKey!, buffer, length)
+            // The day before yesterday's salt is gone: nothing to continue a session under.
+            event.previousUserId = 0n
+          } else {
+            const day = Math.floor(eventMs / DAY_MS)
+            event.user_id = sipHash24(pastKey(day), buffer, length)
+            event.previousUserId = sipHash24(pastKey(day - 1), buffer, length)
+          }
           return undefined
         }
         // Overlong keys are not kept: 20,000 of them could hold hundreds of megabytes.
