@@ -52,7 +52,12 @@ const byJson = (rows: unknown[]) => rows.map((r) => JSON.stringify(r)).sort()
 async function engineWith(options: Record<string, unknown>) {
   const folder = mkdtempSync(join(scratch, 'out-'))
   const t = await startTestEngine(
-    { server: { port: 0, host: '127.0.0.1' }, sites: [{ id: 1, domain: 'example.com' }], plugins: PLUGINS, sinks: [{ file: { folder, ...options } }] },
+    {
+      server: { port: 0, host: '127.0.0.1' },
+      sites: [{ id: 1, domain: 'example.com' }],
+      plugins: PLUGINS,
+      sinks: [{ file: { folder, ...options } }],
+    },
     root,
   )
   const { port } = await t.engine.listen()
@@ -65,7 +70,11 @@ async function send(base: string, from: number, to: number): Promise<void> {
     const visitor = Math.floor(i / 3)
     const res = await fetch(`${base}/api/event`, {
       method: 'POST',
-      headers: { 'content-type': 'text/plain', 'user-agent': TEST_UA, 'x-forwarded-for': `2001:db8::${visitor.toString(16)}` },
+      headers: {
+        'content-type': 'text/plain',
+        'user-agent': TEST_UA,
+        'x-forwarded-for': `2001:db8::${visitor.toString(16)}`,
+      },
       body: JSON.stringify({
         n: i % 3 === 2 ? 'Signup' : 'pageview',
         u: `https://example.com/page/${i}?utm_source=news`,
@@ -94,7 +103,8 @@ describe('file sink, NDJSON', () => {
     const events = files.filter((f) => f.startsWith('events_v2/'))
     const sessions = files.filter((f) => f.startsWith('sessions_v2/'))
     expect(events.length).toBeGreaterThan(2)
-    for (const f of [...events, ...sessions]) expect(f).toMatch(/^(events|sessions)_v2\/\d{4}-\d\d-\d\d\/\1_v2-\d{8}T\d{6}Z(-\d+)?\.ndjson$/)
+    for (const f of [...events, ...sessions])
+      expect(f).toMatch(/^(events|sessions)_v2\/\d{4}-\d\d-\d\d\/\1_v2-\d{8}T\d{6}Z(-\d+)?\.ndjson$/)
     // Rotation is checked at each flush: a file passes rotateBytes by at most one flush of rows.
     for (const f of events.slice(0, -1)) expect(statSync(join(folder, f)).size).toBeGreaterThanOrEqual(4096)
     expect(byJson(linesOf(folder, events))).toEqual(byJson(t.events()))
@@ -179,7 +189,9 @@ describe('file sink, Parquet', () => {
       revenue_reporting_amount: 'Nullable(Decimal(18, 3))',
     })
     expect(String(types.timestamp)).toMatch(/^DateTime/)
-    const readEvents = normalizeRead(await select(`SELECT ${selectList(EVENT_COLUMNS)} FROM file(${literal(events)}, Parquet)`))
+    const readEvents = normalizeRead(
+      await select(`SELECT ${selectList(EVENT_COLUMNS)} FROM file(${literal(events)}, Parquet)`),
+    )
     const memoryEvents = t.events().map(asRead)
     expect(order(readEvents)).toEqual(order(memoryEvents))
     const readSessions = await select(`SELECT ${selectList(SESSION_COLUMNS)} FROM file(${literal(sessions)}, Parquet)`)
@@ -202,9 +214,13 @@ describe('file sink, Parquet', () => {
     expect(stats.rowsWritten).toBe(events.length + sessionRows.length)
     const files = filesIn(folder)
     const path = (table: string) => literal(join(folder, files.find((f) => f.startsWith(table))!))
-    const readEvents = normalizeRead(await select(`SELECT ${selectList(EVENT_COLUMNS)} FROM file(${path('events_v2')}, Parquet)`))
+    const readEvents = normalizeRead(
+      await select(`SELECT ${selectList(EVENT_COLUMNS)} FROM file(${path('events_v2')}, Parquet)`),
+    )
     expect(order(readEvents)).toEqual(order(events.map(expectedEventRow)))
-    const readSessions = await select(`SELECT ${selectList(SESSION_COLUMNS)} FROM file(${path('sessions_v2')}, Parquet)`)
+    const readSessions = await select(
+      `SELECT ${selectList(SESSION_COLUMNS)} FROM file(${path('sessions_v2')}, Parquet)`,
+    )
     expect(order(readSessions)).toEqual(order(sessionRows.map(expectedSessionRow)))
   }, 60_000)
 })

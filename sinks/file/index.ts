@@ -26,7 +26,8 @@ const options = Type.Object(
     }),
     format: Type.Union([Type.Literal('ndjson'), Type.Literal('parquet')], {
       default: 'ndjson',
-      description: 'ndjson: one row per line, as core/rows.ts makes it; parquet: typed columns of the ClickHouse schema.',
+      description:
+        'ndjson: one row per line, as core/rows.ts makes it; parquet: typed columns of the ClickHouse schema.',
     }),
     tables: Type.Array(Type.Union([Type.Literal(EVENTS_TABLE), Type.Literal(SESSIONS_TABLE)]), {
       default: [EVENTS_TABLE, SESSIONS_TABLE],
@@ -35,7 +36,8 @@ const options = Type.Object(
     rotateBytes: Type.Integer({
       minimum: 1024,
       default: 64 * 1024 * 1024,
-      description: 'Start a new file once the current one holds this many bytes (of NDJSON; Parquet comes out smaller).',
+      description:
+        'Start a new file once the current one holds this many bytes (of NDJSON; Parquet comes out smaller).',
     }),
     rotateSeconds: Type.Integer({
       minimum: 1,
@@ -64,7 +66,10 @@ function compact(date: Date): string {
 function checkPattern(pattern: string): void {
   for (const match of pattern.matchAll(/\{([^}]*)\}/g)) {
     if (!(PLACEHOLDERS as readonly string[]).includes(match[1]!)) {
-      throw new ConfigError('pattern', `unknown placeholder {${match[1]}} (known: ${PLACEHOLDERS.map((p) => `{${p}}`).join(', ')})`)
+      throw new ConfigError(
+        'pattern',
+        `unknown placeholder {${match[1]}} (known: ${PLACEHOLDERS.map((p) => `{${p}}`).join(', ')})`,
+      )
     }
   }
   const literal = pattern.replace(/\{(table|date|hour|start)\}/g, '')
@@ -94,7 +99,9 @@ export default defineSink({
     if (/[*?{}\\'\n]/.test(folder)) throw new ConfigError('folder', 'must not contain * ? { } \\ quotes or newlines')
     const extension = o.format === 'parquet' ? 'parquet' : 'ndjson'
     const parquet: ParquetWriter | undefined =
-      o.format === 'parquet' ? parquetWriter(o.chdbPath ? engine.resolvePath(o.chdbPath) : join(engine.stateDir, 'chdb')) : undefined
+      o.format === 'parquet'
+        ? parquetWriter(o.chdbPath ? engine.resolvePath(o.chdbPath) : join(engine.stateDir, 'chdb'))
+        : undefined
     const taken = new Set<string>()
     const nextPath = (table: string): string => {
       const now = new Date()
@@ -102,7 +109,13 @@ export default defineSink({
       const base = join(
         folder,
         o.pattern.replace(/\{(table|date|hour|start)\}/g, (_, key: string) =>
-          key === 'table' ? table : key === 'date' ? iso.slice(0, 10) : key === 'hour' ? iso.slice(11, 13) : compact(now),
+          key === 'table'
+            ? table
+            : key === 'date'
+              ? iso.slice(0, 10)
+              : key === 'hour'
+                ? iso.slice(11, 13)
+                : compact(now),
         ),
       )
       // Two files in one second, or a restart within it: a counter keeps names unique.
@@ -132,7 +145,10 @@ export default defineSink({
     // A previous run killed before it could publish: its staging files are complete up to the last line.
     const left = await leftovers(folder)
     if (left.length > 0) {
-      engine.logger.info('Publishing export files a previous run left unfinished.', { sink: 'file', files: left.length })
+      engine.logger.info('Publishing export files a previous run left unfinished.', {
+        sink: 'file',
+        files: left.length,
+      })
       const any = files.values().next().value as TableFile | undefined
       for (const name of left) {
         // The name says the table (the pattern holds {table} when two tables share a folder).

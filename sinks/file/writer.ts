@@ -167,7 +167,11 @@ export class TableFile {
 
   private fail(problem: string): void {
     if (this.problem !== problem) {
-      this.o.logger.error('File sink problem; rows are kept and retried.', { sink: 'file', table: this.o.table, problem })
+      this.o.logger.error('File sink problem; rows are kept and retried.', {
+        sink: 'file',
+        table: this.o.table,
+        problem,
+      })
     }
     this.problem = problem
   }

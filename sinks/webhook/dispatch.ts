@@ -133,7 +133,12 @@ export class Dispatcher {
     this.pump()
     await new Promise<void>((resolve) => {
       const check = () => {
-        if (this.inFlight === 0 && !this.replaying && !this.spilling && (this.memory.length === 0 || this.cannotDrain())) {
+        if (
+          this.inFlight === 0 &&
+          !this.replaying &&
+          !this.spilling &&
+          (this.memory.length === 0 || this.cannotDrain())
+        ) {
           resolve()
         } else setTimeout(check, 10)
       }
@@ -162,7 +167,8 @@ export class Dispatcher {
     }
     if (this.failure) parts.push(`${this.o.origin}: ${this.failure.summary}; retrying`)
     if (spooled > 0) parts.push(`${spooled} rows spooled`)
-    const state = this.spoolProblem || this.droppedRows > 0 ? 'failing' : this.failure || spooled > 0 ? 'degraded' : 'ok'
+    const state =
+      this.spoolProblem || this.droppedRows > 0 ? 'failing' : this.failure || spooled > 0 ? 'degraded' : 'ok'
     return {
       state,
       ...(parts.length > 0 ? { detail: parts.join('; ') } : {}),
@@ -332,7 +338,7 @@ export class Dispatcher {
           'idempotency-key': batch.id,
           'user-agent': 'analytics-ingest-webhook',
         },
-        body: batch.payload,
+        body: batch.payload as Uint8Array<ArrayBuffer>,
         redirect: 'manual',
         signal: AbortSignal.timeout(this.o.timeoutMs),
       })

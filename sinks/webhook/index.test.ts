@@ -85,7 +85,10 @@ class Receiver {
 }
 
 async function engineWith(sinks: unknown[], stateDir = mkdtempSync(join(scratch, 'state-'))) {
-  const t = await startTestEngine({ server: { port: 0, host: "127.0.0.1" }, sites: SITES, plugins: PLUGINS, sinks, stateDir }, root)
+  const t = await startTestEngine(
+    { server: { port: 0, host: '127.0.0.1' }, sites: SITES, plugins: PLUGINS, sinks, stateDir },
+    root,
+  )
   const { port } = await t.engine.listen()
   return { t, base: `http://127.0.0.1:${port}`, stateDir }
 }
@@ -94,8 +97,18 @@ async function engineWith(sinks: unknown[], stateDir = mkdtempSync(join(scratch,
 async function send(base: string, seq: number, fields: Record<string, unknown> = {}): Promise<void> {
   const res = await fetch(`${base}/api/event`, {
     method: 'POST',
-    headers: { 'content-type': 'text/plain', 'user-agent': TEST_UA, 'x-forwarded-for': `2001:db8::${seq.toString(16)}` },
-    body: JSON.stringify({ n: 'pageview', u: `https://example.com/p/${seq}`, d: 'example.com', p: { seq: String(seq) }, ...fields }),
+    headers: {
+      'content-type': 'text/plain',
+      'user-agent': TEST_UA,
+      'x-forwarded-for': `2001:db8::${seq.toString(16)}`,
+    },
+    body: JSON.stringify({
+      n: 'pageview',
+      u: `https://example.com/p/${seq}`,
+      d: 'example.com',
+      p: { seq: String(seq) },
+      ...fields,
+    }),
   })
   expect(res.status).toBe(202)
 }
@@ -109,7 +122,9 @@ async function until(check: () => boolean, ms: number, what: string): Promise<vo
 }
 
 const seqs = (payloads: Record<string, unknown>[]) =>
-  payloads.map((p) => Number((p['meta.value'] as string[])[(p['meta.key'] as string[]).indexOf('seq')])).sort((a, b) => a - b)
+  payloads
+    .map((p) => Number((p['meta.value'] as string[])[(p['meta.key'] as string[]).indexOf('seq')]))
+    .sort((a, b) => a - b)
 const range = (from: number, to: number) => Array.from({ length: to - from }, (_, i) => from + i)
 const sinkHealth = (t: TestEngine, i = 0) => t.engine.sinks.filter((s) => s.name === 'webhook')[i]!.instance.health()
 
@@ -121,7 +136,8 @@ describe('webhook sink', () => {
     await until(() => receiver.accepted().length === 12, 5000, 'delivery')
     await t.close()
     receiver.stop()
-    const byKey = (rows: Record<string, unknown>[]) => [...rows].sort((a, b) => String(a.pathname).localeCompare(String(b.pathname)))
+    const byKey = (rows: Record<string, unknown>[]) =>
+      [...rows].sort((a, b) => String(a.pathname).localeCompare(String(b.pathname)))
     expect(byKey(receiver.accepted())).toEqual(byKey(t.events()))
     const keys = receiver.requests.map((r) => r.headers.get('idempotency-key'))
     expect(new Set(keys).size).toBe(receiver.requests.length)
@@ -253,15 +269,27 @@ describe('webhook sink', () => {
       'New Signup on shop.example/x (plan )',
     ])
     const signup = got[2]!
-    expect(signup).toMatchObject({ site: '1', plan: 'pro', missing: null, keys: ['plan', 'seq'], fixed: [1, true, null] })
+    expect(signup).toMatchObject({
+      site: '1',
+      plan: 'pro',
+      missing: null,
+      keys: ['plan', 'seq'],
+      fixed: [1, true, null],
+    })
     expect(typeof signup.at).toBe('number')
     expect(signup.when).toBe(`${new Date((signup.at as number) * 1000).toISOString().slice(0, 19)}Z`)
   }, 20_000)
 
   test('an unknown template field is a config error that names its path', async () => {
-    expect(() => compileTemplate({ a: { b: 'x {{user_agent}}' } }, 'template')).toThrow(/unknown field \{\{user_agent\}\}/)
+    expect(() => compileTemplate({ a: { b: 'x {{user_agent}}' } }, 'template')).toThrow(
+      /unknown field \{\{user_agent\}\}/,
+    )
     const error = await startTestEngine(
-      { sites: SITES, plugins: PLUGINS, sinks: [{ webhook: { url: 'http://127.0.0.1:9/', template: { a: ['{{ip}}'] } } }] },
+      {
+        sites: SITES,
+        plugins: PLUGINS,
+        sinks: [{ webhook: { url: 'http://127.0.0.1:9/', template: { a: ['{{ip}}'] } } }],
+      },
       root,
     ).then(
       () => undefined,
@@ -313,7 +341,9 @@ describe('webhook sink', () => {
     expect(seqs(receiver.accepted())).toEqual([1, 3])
     const { readdirSync } = await import('node:fs')
     const spool = readdirSync(join(stateDir, 'spool')).find((d) => d.startsWith('webhook-'))!
-    const letters = readFileSync(join(stateDir, 'spool', spool, 'dead-letters.ndjson'), 'utf8').trim().split('\n')
+    const letters = readFileSync(join(stateDir, 'spool', spool, 'dead-letters.ndjson'), 'utf8')
+      .trim()
+      .split('\n')
     expect(letters.length).toBe(1)
     const letter = JSON.parse(letters[0]!) as { error: string; payload: string; rows: number }
     expect(letter.error).toStartWith('HTTP 400')

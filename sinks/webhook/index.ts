@@ -41,7 +41,7 @@ const options = Type.Object(
       description:
         'Request body: a JSON array of payloads, NDJSON (one per line), or `object`: one payload per request, unwrapped.',
     }),
-    headers: Type.Record(Type.String({ pattern: '^[A-Za-z0-9!#$%&\'*+.^_`|~-]+$' }), Type.String(), {
+    headers: Type.Record(Type.String({ pattern: "^[A-Za-z0-9!#$%&'*+.^_`|~-]+$" }), Type.String(), {
       default: {},
       description: 'Extra request headers (e.g. Authorization). Never logged.',
     }),
@@ -70,7 +70,8 @@ const options = Type.Object(
     retryMaxMs: Type.Integer({
       minimum: 10,
       default: 30_000,
-      description: 'Cap of the exponential backoff between retries (they go on forever; Retry-After is honoured up to it).',
+      description:
+        'Cap of the exponential backoff between retries (they go on forever; Retry-After is honoured up to it).',
     }),
     spoolDir: Type.String({
       default: '',
@@ -83,7 +84,8 @@ const options = Type.Object(
     }),
     deadLetterFile: Type.String({
       default: '',
-      description: 'File of batches the destination refused (3xx, 4xx but 408/425/429); empty = <spoolDir>/dead-letters.ndjson.',
+      description:
+        'File of batches the destination refused (3xx, 4xx but 408/425/429); empty = <spoolDir>/dead-letters.ndjson.',
     }),
   },
   { additionalProperties: false },
@@ -126,7 +128,8 @@ export default defineSink({
     } catch {
       throw new ConfigError('url', 'not a valid URL')
     }
-    const template: Template | undefined = o.template === undefined ? undefined : compileTemplate(o.template, 'template')
+    const template: Template | undefined =
+      o.template === undefined ? undefined : compileTemplate(o.template, 'template')
     const wantedName = nameFilter(o.events)
     const wantedSite = siteFilter(o.sites)
     // The spool folder follows the URL, so a restart with the same config finds its backlog.
@@ -138,7 +141,9 @@ export default defineSink({
     } catch (error) {
       throw new ConfigError('spoolDir', `cannot open the spool folder ${spoolDir}: ${(error as Error).message}`)
     }
-    const deadLetterPath = o.deadLetterFile ? engine.resolvePath(o.deadLetterFile) : join(spoolDir, 'dead-letters.ndjson')
+    const deadLetterPath = o.deadLetterFile
+      ? engine.resolvePath(o.deadLetterFile)
+      : join(spoolDir, 'dead-letters.ndjson')
     let deadLetters: DeadLetterFile
     try {
       deadLetters = new DeadLetterFile(deadLetterPath)

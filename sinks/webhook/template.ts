@@ -92,7 +92,9 @@ export function compileTemplate(template: unknown, path: string): Template {
     return (input) => items.map((item) => item(input))
   }
   if (template !== null && typeof template === 'object') {
-    const entries = Object.entries(template).map(([key, value]) => [key, compileTemplate(value, `${path}.${key}`)] as const)
+    const entries = Object.entries(template).map(
+      ([key, value]) => [key, compileTemplate(value, `${path}.${key}`)] as const,
+    )
     return (input) => {
       const out: Record<string, unknown> = {}
       for (const [key, value] of entries) out[key] = value(input)
