@@ -8,7 +8,9 @@ import { mkdtempSync, readFileSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join, resolve } from 'node:path'
 import type { Server } from 'bun'
-import { startTestEngine, TEST_UA, type TestEngine } from '../../core/testing.ts'
+import { makeEvent, startTestEngine, TEST_UA, type TestEngine, testServices } from '../../core/testing.ts'
+import { setupSink } from '../../test/clickhouse/fixtures.ts'
+import webhook from './index.ts'
 import { compileTemplate } from './template.ts'
 
 const root = resolve(import.meta.dir, '../..')
@@ -217,6 +219,13 @@ describe('webhook sink', () => {
     // Ten requests at 400 ms, two at a time, take ≥ 2 s at the slow one; the fast one is done long before.
     expect(fastDone).toBeLessThan(1000)
     expect(slow.accepted().length).toBeLessThan(10)
+    // Each destination has its own entry in /health and /metrics.
+    const health = (await (await fetch(`${base}/health`)).json()) as { sinks: Record<string, { queuedRows: number }> }
+    expect(Object.keys(health.sinks).sort()).toEqual(['memory', 'webhook', 'webhook#2'])
+    expect(health.sinks.webhook!.queuedRows).toBeGreaterThan(0)
+    expect(health.sinks['webhook#2']!.queuedRows).toBe(0)
+    const metrics = await (await fetch(`${base}/metrics`)).text()
+    expect(metrics).toContain('analytics_sink_rows_written_total{sink="webhook#2"} 10')
     await until(() => slow.accepted().length === 10, 10_000, 'the slow destination')
     expect(slow.maxInFlight).toBe(2)
     expect(seqs(slow.accepted())).toEqual(range(0, 10))
@@ -350,4 +359,31 @@ describe('webhook sink', () => {
     expect(letter.rows).toBe(1)
     expect(letter.payload).toContain('reject')
   }, 20_000)
+
+  test('health: degraded while retrying, failing when the spool is full; all delivered once the destination is back', async () => {
+    const receiver = new Receiver()
+    receiver.stop()
+    const { sink, stats } = await setupSink(
+      webhook,
+      { url: receiver.url, batchSize: 100, flushIntervalMs: 10, retryMaxMs: 100, spoolLimitMb: 1 },
+      testServices({ stateDir: mkdtempSync(join(scratch, 'full-')) }),
+    )
+    const long = 'x'.repeat(2000)
+    for (let i = 0; i < 100; i++)
+      sink.write(makeEvent({ name: 'pageview', pathname: `/${long}`, props: { seq: String(i) } }))
+    await until(() => sink.health().state === 'degraded' && (sink.health().spoolBytes ?? 0) > 0, 5000, 'degraded')
+    expect(sink.health().detail).toContain('retrying')
+    expect(sink.health().detail).not.toContain('/hook')
+    for (let i = 100; i < 1000; i++)
+      sink.write(makeEvent({ name: 'pageview', pathname: `/${long}`, props: { seq: String(i) } }))
+    await until(() => sink.health().state === 'failing', 5000, 'failing')
+    expect(sink.health().detail).toContain('spool is full')
+    receiver.restart()
+    await until(() => stats.rowsWritten === 1000, 20_000, 'delivery after the outage')
+    await sink.flush()
+    expect(sink.health().state).toBe('ok')
+    expect(seqs(receiver.accepted())).toEqual(range(0, 1000))
+    await sink.close()
+    receiver.stop()
+  }, 30_000)
 })
