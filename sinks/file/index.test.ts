@@ -21,7 +21,7 @@ import {
 } from '../../test/clickhouse/fixtures.ts'
 import { acquireChdb } from '../chdb/protocol.ts'
 import { EVENT_COLUMNS, literal, SESSION_COLUMNS } from '../clickhouse/schema.ts'
-import file from './index.ts'
+import file, { createFileSink } from './index.ts'
 
 const root = resolve(import.meta.dir, '../..')
 const scratch = mkdtempSync(join(tmpdir(), 'file-sink-test-'))
@@ -222,6 +222,31 @@ describe('file sink, Parquet', () => {
       `SELECT ${selectList(SESSION_COLUMNS)} FROM file(${path('sessions_v2')}, Parquet)`,
     )
     expect(order(readSessions)).toEqual(order(sessionRows.map(expectedSessionRow)))
+  }, 60_000)
+
+  test('when chdb cannot load, rows stay in the NDJSON staging file, health says so, and the next start converts them', async () => {
+    const folder = mkdtempSync(join(scratch, 'broken-'))
+    const options = { folder, format: 'parquet', chdbPath, flushIntervalMs: 20, tables: ['events_v2'] }
+    const broken = createFileSink('chdb-that-is-not-installed')
+    const first = await setupSink(broken, options, testServices({ stateDir: scratch }))
+    const events = realisticEvents(30, 7)
+    for (const e of events) first.sink.write(e)
+    await first.sink.close()
+    expect(first.sink.health().state).toBe('degraded')
+    expect(first.sink.health().detail).toContain('Parquet conversion failed')
+    const staged = filesIn(folder)
+    expect(staged.length).toBe(1)
+    expect(staged[0]).toEndWith('.parquet.partial')
+    expect(readFileSync(join(folder, staged[0]!), 'utf8').trim().split('\n').length).toBe(30)
+
+    const second = await setupSink(file, options, testServices({ stateDir: scratch }))
+    await second.sink.close()
+    const files = filesIn(folder)
+    expect(files).toEqual([staged[0]!.slice(0, -'.partial'.length)])
+    const read = normalizeRead(
+      await select(`SELECT ${selectList(EVENT_COLUMNS)} FROM file(${literal(join(folder, files[0]!))}, Parquet)`),
+    )
+    expect(order(read)).toEqual(order(events.map(expectedEventRow)))
   }, 60_000)
 })
 

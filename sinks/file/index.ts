@@ -86,110 +86,117 @@ async function leftovers(folder: string): Promise<string[]> {
   return names.filter((n) => n.endsWith(PARTIAL))
 }
 
-export default defineSink({
-  name: 'file',
-  summary: 'Writes rows to NDJSON or Parquet files, rotated by size and age, published complete by rename.',
-  options,
-  async setup(o, engine, stats) {
-    checkPattern(o.pattern)
-    if (o.tables.length > 1 && !o.pattern.includes('{table}')) {
-      throw new ConfigError('pattern', 'must contain {table} when more than one table is exported')
-    }
-    const folder = o.folder ? engine.resolvePath(o.folder) : join(engine.stateDir, 'exports')
-    if (/[*?{}\\'\n]/.test(folder)) throw new ConfigError('folder', 'must not contain * ? { } \\ quotes or newlines')
-    const extension = o.format === 'parquet' ? 'parquet' : 'ndjson'
-    const parquet: ParquetWriter | undefined =
-      o.format === 'parquet'
-        ? parquetWriter(o.chdbPath ? engine.resolvePath(o.chdbPath) : join(engine.stateDir, 'chdb'))
-        : undefined
-    const taken = new Set<string>()
-    const nextPath = (table: string): string => {
-      const now = new Date()
-      const iso = now.toISOString()
-      const base = join(
-        folder,
-        o.pattern.replace(/\{(table|date|hour|start)\}/g, (_, key: string) =>
-          key === 'table'
-            ? table
-            : key === 'date'
-              ? iso.slice(0, 10)
-              : key === 'hour'
-                ? iso.slice(11, 13)
-                : compact(now),
-        ),
-      )
-      // Two files in one second, or a restart within it: a counter keeps names unique.
-      for (let n = 0; ; n++) {
-        const path = `${base}${n === 0 ? '' : `-${n}`}.${extension}`
-        if (!taken.has(path) && !existsSync(path) && !existsSync(path + PARTIAL)) {
-          taken.add(path)
-          return path
+/**
+ * The sink definition; `module` is the chdb package the Parquet conversion loads (tests name a missing
+ * one to see rows survive a chdb that cannot load).
+ */
+export function createFileSink(module = 'chdb') {
+  return defineSink({
+    name: 'file',
+    summary: 'Writes rows to NDJSON or Parquet files, rotated by size and age, published complete by rename.',
+    options,
+    async setup(o, engine, stats) {
+      checkPattern(o.pattern)
+      if (o.tables.length > 1 && !o.pattern.includes('{table}')) {
+        throw new ConfigError('pattern', 'must contain {table} when more than one table is exported')
+      }
+      const folder = o.folder ? engine.resolvePath(o.folder) : join(engine.stateDir, 'exports')
+      if (/[*?{}\\'\n]/.test(folder)) throw new ConfigError('folder', 'must not contain * ? { } \\ quotes or newlines')
+      const extension = o.format === 'parquet' ? 'parquet' : 'ndjson'
+      const left = await leftovers(folder)
+      const parquet: ParquetWriter | undefined =
+        o.format === 'parquet' || left.some((name) => name.endsWith(`.parquet${PARTIAL}`))
+          ? parquetWriter(o.chdbPath ? engine.resolvePath(o.chdbPath) : join(engine.stateDir, 'chdb'), module)
+          : undefined
+      const taken = new Set<string>()
+      const nextPath = (table: string): string => {
+        const now = new Date()
+        const iso = now.toISOString()
+        const base = join(
+          folder,
+          o.pattern.replace(/\{(table|date|hour|start)\}/g, (_, key: string) =>
+            key === 'table'
+              ? table
+              : key === 'date'
+                ? iso.slice(0, 10)
+                : key === 'hour'
+                  ? iso.slice(11, 13)
+                  : compact(now),
+          ),
+        )
+        // Two files in one second, or a restart within it: a counter keeps names unique.
+        for (let n = 0; ; n++) {
+          const path = `${base}${n === 0 ? '' : `-${n}`}.${extension}`
+          if (!taken.has(path) && !existsSync(path) && !existsSync(path + PARTIAL)) {
+            taken.add(path)
+            return path
+          }
         }
       }
-    }
-    const files = new Map<string, TableFile>(
-      o.tables.map((table) => [
-        table,
-        new TableFile({
+      const files = new Map<string, TableFile>(
+        o.tables.map((table) => [
           table,
-          format: o.format,
-          rotateBytes: o.rotateBytes,
-          rotateSeconds: o.rotateSeconds,
-          nextPath,
-          parquet,
-          stats,
-          logger: engine.logger,
-        }),
-      ]),
-    )
-    // A previous run killed before it could publish: its staging files are complete up to the last line.
-    const left = await leftovers(folder)
-    if (left.length > 0) {
-      engine.logger.info('Publishing export files a previous run left unfinished.', {
-        sink: 'file',
-        files: left.length,
-      })
-      const any = files.values().next().value as TableFile | undefined
-      for (const name of left) {
-        // The name says the table (the pattern holds {table} when two tables share a folder).
-        const table = [EVENTS_TABLE, SESSIONS_TABLE].find((t) => name.includes(t))
-        await (files.get(table ?? '') ?? any)?.recover(join(folder, name))
-      }
-    }
-    const events = files.get(EVENTS_TABLE)
-    const sessions = files.get(SESSIONS_TABLE)
-    const all = [...files.values()]
-    const flushAll = () => Promise.all(all.map((f) => f.flush())).then(() => {})
-    const timer = setInterval(() => void flushAll(), o.flushIntervalMs)
-    timer.unref?.()
-    let closed = false
-    return {
-      write(event) {
-        if (closed) {
-          stats.rowsFailed++
-          return
+          new TableFile({
+            table,
+            rotateBytes: o.rotateBytes,
+            rotateSeconds: o.rotateSeconds,
+            nextPath,
+            parquet,
+            stats,
+            logger: engine.logger,
+          }),
+        ]),
+      )
+      // A previous run killed before it could publish: its staging files are complete up to the last line.
+      if (left.length > 0) {
+        engine.logger.info('Publishing export files a previous run left unfinished.', {
+          sink: 'file',
+          files: left.length,
+        })
+        const any = files.values().next().value as TableFile | undefined
+        for (const name of left) {
+          // The name says the table (the pattern holds {table} when two tables share a folder).
+          const table = [EVENTS_TABLE, SESSIONS_TABLE].find((t) => name.includes(t)) ?? o.tables[0]!
+          await (files.get(table) ?? any)?.recover(join(folder, name), table)
         }
-        events?.add(JSON.stringify(eventRow(event)))
-        if (sessions) for (const s of event.sessionRows) sessions.add(JSON.stringify(sessionRow(s)))
-      },
-      flush: flushAll,
-      async close() {
-        closed = true
-        clearInterval(timer)
-        // Every file is finished and published: nothing stays half-written at shutdown.
-        await Promise.all(all.map((f) => f.rotate()))
-        await parquet?.close()
-      },
-      health() {
-        const problems = all.filter((f) => f.problem !== undefined)
-        const dropped = all.reduce((n, f) => n + f.droppedRows, 0)
-        const queuedRows = all.reduce((n, f) => n + f.queuedRows, 0)
-        const failing = dropped > 0 || problems.some((f) => f.problem!.startsWith('writing'))
-        const state = failing ? 'failing' : problems.length > 0 ? 'degraded' : 'ok'
-        const parts = problems.map((f) => f.problem!)
-        if (dropped > 0) parts.push(`${dropped} rows dropped`)
-        return { state, queuedRows, ...(parts.length > 0 ? { detail: parts.join('; ') } : {}) }
-      },
-    }
-  },
-})
+      }
+      const events = files.get(EVENTS_TABLE)
+      const sessions = files.get(SESSIONS_TABLE)
+      const all = [...files.values()]
+      const flushAll = () => Promise.all(all.map((f) => f.flush())).then(() => {})
+      const timer = setInterval(() => void flushAll(), o.flushIntervalMs)
+      timer.unref?.()
+      let closed = false
+      return {
+        write(event) {
+          if (closed) {
+            stats.rowsFailed++
+            return
+          }
+          events?.add(JSON.stringify(eventRow(event)))
+          if (sessions) for (const s of event.sessionRows) sessions.add(JSON.stringify(sessionRow(s)))
+        },
+        flush: flushAll,
+        async close() {
+          closed = true
+          clearInterval(timer)
+          // Every file is finished and published: nothing stays half-written at shutdown.
+          await Promise.all(all.map((f) => f.rotate()))
+          await parquet?.close()
+        },
+        health() {
+          const problems = all.filter((f) => f.problem !== undefined)
+          const dropped = all.reduce((n, f) => n + f.droppedRows, 0)
+          const queuedRows = all.reduce((n, f) => n + f.queuedRows, 0)
+          const failing = dropped > 0 || problems.some((f) => f.problem!.startsWith('writing'))
+          const state = failing ? 'failing' : problems.length > 0 ? 'degraded' : 'ok'
+          const parts = problems.map((f) => f.problem!)
+          if (dropped > 0) parts.push(`${dropped} rows dropped`)
+          return { state, queuedRows, ...(parts.length > 0 ? { detail: parts.join('; ') } : {}) }
+        },
+      }
+    },
+  })
+}
+
+export default createFileSink()

@@ -16,14 +16,21 @@ export const PARTIAL = '.partial'
 
 export interface TableFileOptions {
   table: string
-  format: 'ndjson' | 'parquet'
   rotateBytes: number
   rotateSeconds: number
   /** The final path of a new file for this table (unique, with its extension). */
   nextPath(table: string): string
+  /** Set when this sink writes Parquet or a previous run left Parquet staging files. */
   parquet: ParquetWriter | undefined
   stats: SinkStats
   logger: Logger
+}
+
+/** A staging file and the name it is published under. */
+interface Staged {
+  partial: string
+  final: string
+  table: string
 }
 
 interface OpenFile {
@@ -49,7 +56,7 @@ export class TableFile {
   private lines: string[] = []
   private current: OpenFile | undefined
   /** Staging files whose Parquet conversion failed; retried at every rotation and at close. */
-  private readonly unconverted: { partial: string; final: string }[] = []
+  private readonly unconverted: Staged[] = []
   private queue: Promise<unknown> = Promise.resolve()
   /** The last disk or conversion problem, while it lasts. */
   problem: string | undefined
@@ -85,12 +92,15 @@ export class TableFile {
     })
   }
 
-  /** Publishes a staging file left by an earlier run (cut after its last complete line). */
-  recover(partial: string): Promise<void> {
+  /**
+   * Publishes a staging file left by an earlier run (cut after its last complete line); `table` is the
+   * one its name says, which decides the Parquet columns.
+   */
+  recover(partial: string, table: string): Promise<void> {
     return this.serial(async () => {
       // Nothing complete in it (killed before the first flush finished): nothing to publish.
       if ((await cutTornLine(partial)) === 0) await rm(partial, { force: true })
-      else await this.publish(partial, partial.slice(0, -PARTIAL.length))
+      else await this.publish({ partial, final: partial.slice(0, -PARTIAL.length), table })
     })
   }
 
@@ -140,27 +150,28 @@ export class TableFile {
       this.current = undefined
       clearTimeout(file.timer)
       await closeAsync(file.fd)
-      await this.publish(file.final + PARTIAL, file.final)
+      await this.publish({ partial: file.final + PARTIAL, final: file.final, table: this.o.table })
     }
     // Conversions that failed before get another chance now.
-    for (const pending of this.unconverted.splice(0)) await this.publish(pending.partial, pending.final)
+    for (const pending of this.unconverted.splice(0)) await this.publish(pending)
   }
 
-  private async publish(partial: string, final: string): Promise<void> {
-    if (this.o.format === 'ndjson' || !final.endsWith('.parquet')) {
+  private async publish(staged: Staged): Promise<void> {
+    const { partial, final, table } = staged
+    if (!final.endsWith('.parquet')) {
       await rename(partial, final)
       return
     }
     const tmp = `${final}.tmp`
     try {
-      await this.o.parquet!.convert(this.o.table, partial, tmp)
+      await this.o.parquet!.convert(table, partial, tmp)
       await syncFile(tmp)
       await rename(tmp, final)
       await rm(partial, { force: true })
       if (this.problem?.startsWith('Parquet')) this.problem = undefined
     } catch (error) {
       await rm(tmp, { force: true }).catch(() => {})
-      this.unconverted.push({ partial, final })
+      this.unconverted.push(staged)
       this.fail(`Parquet conversion failed (rows kept in ${partial}): ${String(error).split('\n')[0]?.slice(0, 200)}`)
     }
   }
