@@ -42,7 +42,8 @@ export type Template = (input: TemplateInput) => unknown
 function getter(field: string, path: string): Getter {
   if (field.startsWith('props.') && field.length > 'props.'.length) {
     const key = field.slice('props.'.length)
-    return ({ event }) => event.props[key] ?? null
+    // Own keys only: `props.constructor` names a prop, never something inherited.
+    return ({ event }) => (Object.hasOwn(event.props, key) ? event.props[key]! : null)
   }
   if (COLUMNS.has(field)) return ({ row }) => row[field] ?? null
   const derived = DERIVED[field]
