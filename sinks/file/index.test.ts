@@ -105,8 +105,9 @@ describe('file sink, NDJSON', () => {
     expect(events.length).toBeGreaterThan(2)
     for (const f of [...events, ...sessions])
       expect(f).toMatch(/^(events|sessions)_v2\/\d{4}-\d\d-\d\d\/\1_v2-\d{8}T\d{6}Z(-\d+)?\.ndjson$/)
-    // Rotation is checked at each flush: a file passes rotateBytes by at most one flush of rows.
-    for (const f of events.slice(0, -1)) expect(statSync(join(folder, f)).size).toBeGreaterThanOrEqual(4096)
+    // Rotation is checked at each flush: only the file open at shutdown may hold less than rotateBytes.
+    const small = events.filter((f) => statSync(join(folder, f)).size < 4096)
+    expect(small.length).toBeLessThanOrEqual(1)
     expect(byJson(linesOf(folder, events))).toEqual(byJson(t.events()))
     expect(byJson(linesOf(folder, sessions))).toEqual(byJson(t.sessions()))
     expect(t.events().length).toBe(60)
@@ -145,7 +146,10 @@ describe('file sink, NDJSON', () => {
       ['../{table}', 'relative path inside folder'],
       ['{date}/x', 'must contain {table}'],
     ] as const) {
-      const error = await startTestEngine({ plugins: PLUGINS, sinks: [{ file: { pattern } }] }, root).then(
+      const error = await startTestEngine(
+        { plugins: PLUGINS, sinks: [{ file: { pattern } }], stateDir: mkdtempSync(join(scratch, 'err-')) },
+        root,
+      ).then(
         () => undefined,
         (e: Error) => e,
       )

@@ -300,6 +300,7 @@ describe('webhook sink', () => {
         sites: SITES,
         plugins: PLUGINS,
         sinks: [{ webhook: { url: 'http://127.0.0.1:9/', template: { a: ['{{ip}}'] } } }],
+        stateDir: mkdtempSync(join(scratch, 'err-')),
       },
       root,
     ).then(
