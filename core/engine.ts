@@ -131,12 +131,16 @@ export async function createEngine(config: ResolvedConfig, options: EngineOption
       setupIssue(component, error)
     }
   }
+  const sinkCounts = new Map<string, number>()
   for (const component of config.sinks) {
     const stats = new SinkStats()
+    // Two sinks of one kind (two webhook destinations) need distinct names in /health and /metrics.
+    const count = (sinkCounts.get(component.name) ?? 0) + 1
+    sinkCounts.set(component.name, count)
     try {
       const instance = await component.definition.setup(component.options as never, services, stats)
       sinks.push({
-        name: component.name,
+        name: count === 1 ? component.name : `${component.name}#${count}`,
         definition: component.definition,
         options: component.options,
         instance,

@@ -9,4 +9,6 @@ export const builtinSinks: Record<string, Loader> = {
   memory: () => import('./memory/index.ts'),
   clickhouse: () => import('./clickhouse/index.ts'),
   chdb: () => import('./chdb/index.ts'),
+  file: () => import('./file/index.ts'),
+  webhook: () => import('./webhook/index.ts'),
 }
