@@ -11,7 +11,7 @@ import { LineCounter, parseDocument } from 'yaml'
 import { builtinPlugins } from '../plugins/registry.ts'
 import { builtinSinks } from '../sinks/registry.ts'
 import { appendKey, type ConfigIssue, resolveOptions } from './options.ts'
-import { type PluginDefinition, type ServerSettings, STAGES } from './plugin.ts'
+import { type AckMode, type PluginDefinition, type ServerSettings, STAGES } from './plugin.ts'
 import type { SinkDefinition } from './sink.ts'
 import { createSiteSource, type SiteSource, SiteSourceError, SiteSourceSchema } from './site-sources.ts'
 import type { SiteConfig } from './sites.ts'
@@ -140,6 +140,14 @@ const TopLevel = {
   sinks: Type.Optional(
     Type.Array(ComponentEntry, { description: 'Where accepted events go; several run side by side.' }),
   ),
+  ack: Type.Optional(
+    Type.Union([Type.Literal('received'), Type.Literal('durable')], {
+      default: 'received',
+      description:
+        "What a 202 promises: received (the event is in memory; a crash loses at most a flush interval) or durable (answered once the event is fsynced to the sinks' spools; a kill -9 loses nothing answered 202; a full spool answers 503).",
+      errorMessage: 'expected received or durable',
+    }),
+  ),
   stateDir: Type.Optional(
     Type.String({ minLength: 1, description: 'Folder for state that survives restarts (salts, lists, spools).' }),
   ),
@@ -202,6 +210,7 @@ export interface ResolvedConfig {
   env: string | undefined
   baseDir: string
   stateDir: string
+  ack: AckMode
   logLevel: 'debug' | 'info' | 'warn' | 'error'
   server: ServerSettings & { shutdownTimeoutMs: number }
   /** The sites in use: inline, or as a source answered when the config was resolved. */
@@ -387,6 +396,7 @@ export async function resolveConfig(raw: unknown, options: ResolveOptions): Prom
     env,
     baseDir: options.baseDir,
     stateDir: resolve(options.baseDir, config.stateDir ?? '.state'),
+    ack: (config.ack ?? 'received') as AckMode,
     logLevel: (config.log?.level ?? 'info') as ResolvedConfig['logLevel'],
     server: resolvedServer,
     sites,

@@ -21,6 +21,7 @@ import {
   type PluginDefinition,
   type PluginInstance,
   type Route,
+  type RunResult,
   STAGES,
 } from './plugin.ts'
 import type { Listener } from './runtime/index.ts'
@@ -102,6 +103,7 @@ export async function createEngine(config: ResolvedConfig, options: EngineOption
   const services: EngineServices = {
     sites,
     server: config.server,
+    ack: config.ack,
     logger,
     baseDir: config.baseDir,
     stateDir: config.stateDir,
@@ -167,6 +169,16 @@ export async function createEngine(config: ResolvedConfig, options: EngineOption
     }
   })
 
+  // Set-up succeeded for every sink when there is no issue yet, so the two lists align.
+  if (config.ack === 'durable' && issues.length === 0) {
+    sinks.forEach((sink, i) => {
+      if (sink.instance.sync) return
+      issues.push({
+        path: `sinks[${i}]`,
+        message: `ack: durable needs every sink to keep events on disk before the answer; ${config.sinks[i]!.name} cannot`,
+      })
+    })
+  }
   if (issues.length) {
     await releaseAll()
     throw new ConfigErrors(config.source, issues)
@@ -253,9 +265,17 @@ export async function createEngine(config: ResolvedConfig, options: EngineOption
     counters,
   )
 
+  // ack: durable: the answer waits for the sinks' group commit of everything written so far.
+  const durableSinks = config.ack === 'durable' ? sinks.map((s) => s.instance) : []
+  const durably = async (outcomes: RunResult[] | Promise<RunResult[]>): Promise<RunResult[]> => {
+    const settled = await outcomes
+    await Promise.all(durableSinks.map((s) => s.sync?.()))
+    return settled
+  }
   const ingest: Ingest = {
     newEvent: eventFromRequest,
-    process: (events) => pipeline.process(events),
+    process:
+      durableSinks.length > 0 ? (events) => durably(pipeline.process(events)) : (events) => pipeline.process(events),
     recordDrop: (event, drop) => pipeline.recordDrop(event, drop),
   }
 

@@ -9,6 +9,7 @@ import type { Logger } from './logger.ts'
 import type { Metrics } from './metrics.ts'
 import type { Ingest, IngestRequest, Route } from './plugin.ts'
 import { type Listener, runtimeName, type ServeOptions, serve } from './runtime/index.ts'
+import { DurabilityError } from './sink.ts'
 
 export interface HttpHost {
   readonly routes: readonly Route[]
@@ -194,6 +195,25 @@ export function normalisePeer(address: string | undefined): string {
   return address.startsWith('::ffff:') && address.includes('.') ? address.slice(7) : address
 }
 
+/**
+ * The answer when a dialect's route throws: 503 when the event could not be made durable (the only
+ * 5xx a client should see: the spool disk is full or failing), else a logged 500 without details.
+ */
+function failedResponse(host: HttpHost, label: string, error: unknown): Response {
+  if (error instanceof DurabilityError) {
+    return new Response(JSON.stringify({ error: 'not stored: the server cannot keep events on disk; retry later' }), {
+      status: 503,
+      headers: { 'content-type': 'application/json', 'retry-after': '5' },
+    })
+  }
+  host.logger.throttled(`route:${label}`, 'error', 'A dialect failed on a request.', {
+    route: label,
+    error: (error as Error).name,
+    detail: String((error as Error).message).slice(0, 200),
+  })
+  return new Response('{"error":"internal error"}', { status: 500, headers: { 'content-type': 'application/json' } })
+}
+
 export function buildHttpApp(host: HttpHost) {
   const app = new Elysia({ normalize: false })
 
@@ -222,15 +242,7 @@ export function buildHttpApp(host: HttpHost) {
         try {
           response = await route.handle(req, host.ingest)
         } catch (error) {
-          host.logger.throttled(`route:${label}`, 'error', 'A dialect failed on a request.', {
-            route: label,
-            error: (error as Error).name,
-            detail: String((error as Error).message).slice(0, 200),
-          })
-          response = new Response('{"error":"internal error"}', {
-            status: 500,
-            headers: { 'content-type': 'application/json' },
-          })
+          response = failedResponse(host, label, error)
         }
         response.headers.set('access-control-allow-origin', '*')
         host.metrics.request(label, response.status)

@@ -80,6 +80,11 @@ export interface PluginInstance {
 export interface EngineServices {
   readonly sites: SiteTable
   readonly server: Readonly<ServerSettings>
+  /**
+   * What a 202 promises: `received` (in memory; a crash loses at most a flush interval) or `durable`
+   * (fsynced to the sinks' spools first; sinks must implement `sync`).
+   */
+  readonly ack: AckMode
   readonly logger: Logger
   /** The folder relative paths in options are resolved against (the config file's folder). */
   readonly baseDir: string
@@ -90,6 +95,8 @@ export interface EngineServices {
   /** Registers a shutdown hook that runs before sinks are flushed (timers, background refreshes). */
   onClose(fn: () => void | Promise<void>): void
 }
+
+export type AckMode = 'received' | 'durable'
 
 export interface ServerSettings {
   port: number

@@ -46,6 +46,12 @@ export interface SinkInstance {
    * before `close`. Optional: only sinks that can store them implement it; drops never reach `write`.
    */
   writeCounters?(rows: readonly CounterRow[]): void
+  /**
+   * `ack: durable`: resolves once every event written so far is on disk (fsynced), so that a crash
+   * loses nothing answered 202; rejects with a DurabilityError when it cannot be (the spool is full
+   * or failing), which the engine answers with 503. A sink without it cannot serve `ack: durable`.
+   */
+  sync?(): Promise<void>
 }
 
 export interface SinkDefinition<S extends TSchema = TSchema> {
@@ -62,4 +68,12 @@ export interface SinkDefinition<S extends TSchema = TSchema> {
 
 export function defineSink<S extends TSchema>(definition: SinkDefinition<S>): SinkDefinition<S> {
   return definition
+}
+
+/** An event could not be made durable (`ack: durable`: the spool is full or failing); answered 503. */
+export class DurabilityError extends Error {
+  constructor(message: string) {
+    super(message)
+    this.name = 'DurabilityError'
+  }
 }

@@ -37,6 +37,7 @@ export function testServices(options: TestEngineOptions = {}): EngineServices & 
       idleTimeoutSeconds: 10,
       ...options.server,
     },
+    ack: 'received',
     logger: silentLogger,
     baseDir,
     get stateDir() {

@@ -137,6 +137,7 @@ export function createChdbSink(module = 'chdb') {
       return {
         write: (event) => writer.write(event),
         writeCounters: writer.writeCounters,
+        sync: () => writer.sync(),
         flush: () => writer.flush(),
         async close() {
           clearInterval(retentionTimer)

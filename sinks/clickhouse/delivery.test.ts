@@ -6,7 +6,7 @@ import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { createLogger } from '../../core/logger.ts'
-import { SinkStats } from '../../core/sink.ts'
+import { DurabilityError, SinkStats } from '../../core/sink.ts'
 import { DeadLetterFile, Spool, SpoolBudget } from '../spool/spool.ts'
 import { type Batch, type Inserter, Lane } from './delivery.ts'
 
@@ -43,7 +43,11 @@ class FakeServer implements Inserter {
   }
 }
 
-async function setup(server: FakeServer, dir?: string, overrides: Partial<{ batchRows: number; limit: number }> = {}) {
+async function setup(
+  server: FakeServer,
+  dir?: string,
+  overrides: Partial<{ batchRows: number; limit: number; durable: boolean; flushIntervalMs: number }> = {},
+) {
   const root = dir ?? mkdtempSync(join(tmpdir(), 'lane-test-'))
   if (!dir) dirs.push(root)
   const logs: string[] = []
@@ -55,7 +59,7 @@ async function setup(server: FakeServer, dir?: string, overrides: Partial<{ batc
   const lane = new Lane({
     table: 'events_v2',
     batchRows: overrides.batchRows ?? 10,
-    flushIntervalMs: 20,
+    flushIntervalMs: overrides.flushIntervalMs ?? 20,
     retryInitialMs: 5,
     retryMaxMs: 20,
     spool,
@@ -64,6 +68,7 @@ async function setup(server: FakeServer, dir?: string, overrides: Partial<{ batc
     stats,
     logger,
     sink: 'test',
+    durable: overrides.durable ?? false,
   })
   return { lane, spool, stats, logs, root, deadPath: join(root, 'dead.ndjson') }
 }
@@ -217,5 +222,85 @@ describe('delivery lane', () => {
     expect(lane.health().failure).toBeUndefined()
     expect(logs.some((l) => l.includes('the sink migrated and retries'))).toBe(true)
     await lane.close()
+  })
+})
+
+describe('ack: durable', () => {
+  test('sync resolves once the rows are fsynced in the spool, before any insert; concurrent syncs share commits', async () => {
+    const server = new FakeServer()
+    const { lane, spool } = await setup(server, undefined, { durable: true, batchRows: 1000, flushIntervalMs: 200 })
+    const waits: Promise<void>[] = []
+    for (let i = 0; i < 50; i++) {
+      lane.add(line(i))
+      waits.push(lane.sync())
+    }
+    await Promise.all(waits)
+    expect(spool.rows).toBe(50)
+    // Fifty requests, a handful of fsyncs: the first commit takes one row, the next all that came meanwhile.
+    expect(spool.records).toBeLessThanOrEqual(3)
+    expect(server.attempts).toEqual([])
+    // One batch: the records share one id, delivered as one insert once the batch is due.
+    await until(() => server.stored.length === 50)
+    expect(new Set(server.attempts).size).toBe(1)
+    expect(server.stored).toEqual(Array.from({ length: 50 }, (_, i) => line(i)))
+    await until(() => spool.records === 0)
+    await lane.close()
+  })
+
+  test('a batch is sealed at batchRows; a retry resends the identical batch', async () => {
+    const server = new FakeServer()
+    server.down = true
+    const { lane } = await setup(server, undefined, { durable: true, batchRows: 4, flushIntervalMs: 10 })
+    for (let i = 0; i < 10; i++) {
+      lane.add(line(i))
+      await lane.sync()
+    }
+    await until(() => server.attempts.length >= 3)
+    const first = server.attempts[0]
+    expect(server.attempts.every((id) => id === first)).toBe(true)
+    server.down = false
+    await until(() => server.stored.length === 10)
+    expect(server.stored).toEqual(Array.from({ length: 10 }, (_, i) => line(i)))
+    // Groups of at most 4 rows: 4 + 4 + 2 (one per ten commits of one row each).
+    expect(new Set(server.attempts).size).toBe(3)
+    await lane.close()
+  })
+
+  test('a lane that stops while the server is down leaves batches whose identity the next start keeps', async () => {
+    const server = new FakeServer()
+    server.down = true
+    const root = mkdtempSync(join(tmpdir(), 'lane-test-'))
+    dirs.push(root)
+    const first = await setup(server, root, { durable: true, batchRows: 5 })
+    for (let i = 0; i < 12; i++) first.lane.add(line(i))
+    await first.lane.sync()
+    await until(() => server.attempts.length > 0)
+    const triedBefore = new Set(server.attempts)
+    await first.lane.close()
+    await first.spool.close()
+    server.down = false
+    const second = await setup(server, root, { durable: true, batchRows: 5 })
+    await until(() => server.stored.length === 12)
+    // The batch that was tried before the stop is tried again under the same id, with the same rows.
+    expect([...triedBefore].every((id) => server.attempts.lastIndexOf(id) > server.attempts.indexOf(id))).toBe(true)
+    expect(server.stored).toEqual(Array.from({ length: 12 }, (_, i) => line(i)))
+    await second.lane.close()
+  })
+
+  test('a full spool rejects sync with a DurabilityError and keeps the rows for the next commit', async () => {
+    const server = new FakeServer()
+    server.down = true
+    const { lane, spool, stats } = await setup(server, undefined, { durable: true, limit: 400 })
+    lane.add('x'.repeat(1000))
+    const error = await lane.sync().then(
+      () => undefined,
+      (e: unknown) => e,
+    )
+    expect(error).toBeInstanceOf(DurabilityError)
+    expect(lane.health()).toMatchObject({ spoolProblem: 'spool is full', queuedRows: 1 })
+    expect(spool.records).toBe(0)
+    // Closing with the spool still full: counted as failed, not silently gone.
+    await lane.close()
+    expect(stats.rowsFailed).toBe(1)
   })
 })

@@ -27,7 +27,7 @@ import type { CounterRow } from '../../core/drop-counters.ts'
 import type { AnalyticsEvent } from '../../core/event.ts'
 import type { Logger } from '../../core/logger.ts'
 import { ConfigError, type EngineServices } from '../../core/plugin.ts'
-import type { SinkHealth, SinkStats } from '../../core/sink.ts'
+import { DurabilityError, type SinkHealth, type SinkStats } from '../../core/sink.ts'
 import {
   DeadLetterFile,
   Spool,
@@ -74,6 +74,12 @@ export interface LaneOptions {
   logger: Logger
   /** The sink's name, for logs. */
   sink: string
+  /**
+   * `ack: durable`: every row goes through the spool, fsynced before `sync()` resolves (group
+   * commit); records of one batch share its id, so a retry, or a replay after a crash, sends the
+   * identical batch with the identical token.
+   */
+  durable?: boolean
 }
 
 export interface LaneHealth {
@@ -84,6 +90,8 @@ export interface LaneHealth {
   spoolProblem: string | undefined
   spooledRows: number
   droppedRows: number
+  /** Spooled rows are the normal path (`ack: durable`), not a backlog. */
+  durable: boolean
 }
 
 const encoder = new TextEncoder()
@@ -110,6 +118,14 @@ export class Lane {
   private waiters: { target: number; resolve: () => void }[] = []
   private readonly loop: Promise<void>
   private readonly memoryLimitRows: number
+  // ---- ack: durable ----
+  /** The batch the next committed rows join; closed (undefined) once due or being delivered. */
+  private group: { id: string; rows: number; startedAt: number } | undefined
+  /** The latest commit (append + fsync) and the one that will take the rows added since. */
+  private lastCommit: Promise<void> = Promise.resolve()
+  private pendingCommit: Promise<void> | undefined
+  /** When the open group is due for delivery (the loop sleeps until then); 0 = none. */
+  private dueAt = 0
 
   constructor(private readonly o: LaneOptions) {
     // While the spool cannot take batches, memory holds a few more before new ones are dropped.
@@ -129,6 +145,17 @@ export class Lane {
       return
     }
     this.lines.push(line)
+    if (this.o.durable) {
+      // Rows nobody waits for (counters) still reach the disk within the interval.
+      if (this.timer === undefined) {
+        this.timer = setTimeout(() => {
+          this.timer = undefined
+          this.sync().catch(() => {})
+        }, this.o.flushIntervalMs)
+        this.timer.unref?.()
+      }
+      return
+    }
     if (this.lines.length >= this.o.batchRows) this.seal()
     else if (this.timer === undefined) {
       this.timer = setTimeout(() => {
@@ -139,8 +166,66 @@ export class Lane {
     }
   }
 
+  /**
+   * `ack: durable`: resolves once every row added so far is fsynced in the spool; rejects with a
+   * DurabilityError when the spool refuses (the rows stay in memory and are tried again). Rows added
+   * while a commit runs join the next one, so concurrent requests share one fsync.
+   */
+  sync(): Promise<void> {
+    if (!this.o.durable) return this.flush()
+    if (this.lines.length === 0) return this.lastCommit
+    if (!this.pendingCommit) {
+      const next = this.lastCommit
+        .catch(() => {})
+        .then(() => {
+          this.pendingCommit = undefined
+          return this.commit()
+        })
+      this.pendingCommit = next
+      this.lastCommit = next
+    }
+    return this.pendingCommit
+  }
+
+  private async commit(): Promise<void> {
+    if (this.timer !== undefined) {
+      clearTimeout(this.timer)
+      this.timer = undefined
+    }
+    const lines = this.lines
+    if (lines.length === 0) return
+    this.lines = []
+    const now = Date.now()
+    const group = this.group
+    const open = group !== undefined && group.rows < this.o.batchRows && now < group.startedAt + this.o.flushIntervalMs
+    const target = open ? group : { id: randomUUID(), rows: 0, startedAt: now }
+    this.group = target
+    target.rows += lines.length
+    try {
+      await this.o.spool.append({ id: target.id, rows: lines.length, payload: encoder.encode(lines.join('\n')) })
+    } catch (error) {
+      target.rows -= lines.length
+      // Kept, in order, for the next commit: a 503 promises nothing, but loses nothing either.
+      this.lines = lines.concat(this.lines)
+      const problem = error instanceof SpoolFullError ? 'spool is full' : `spool write failed: ${String(error)}`
+      if (this.spoolProblem !== problem) {
+        this.o.logger.error('Sink cannot make rows durable; answering 503 until the spool takes them.', {
+          sink: this.o.sink,
+          table: this.o.table,
+          reason: problem,
+          spool: this.o.spool.dir,
+        })
+      }
+      this.spoolProblem = problem
+      throw new DurabilityError(`${this.o.table}: ${problem}`)
+    }
+    this.spoolProblem = undefined
+    this.wake()
+  }
+
   /** Seals what is buffered and resolves once every batch sealed so far is delivered or on disk. */
   async flush(): Promise<void> {
+    if (this.o.durable) return this.sync()
     this.seal()
     const target = this.sealed
     if (this.settled >= target || this.stuck()) return
@@ -153,10 +238,22 @@ export class Lane {
   /** Delivers or spools everything, stops the loop. A spool backlog stays on disk for the next start. */
   async close(): Promise<void> {
     if (this.closing) return this.loop
-    this.seal()
+    if (this.o.durable) await this.sync().catch(() => {})
+    else this.seal()
     this.closing = true
     this.wake()
     await this.loop
+    if (this.o.durable && this.lines.length > 0) {
+      // The spool refused them to the end; their requests were answered 503.
+      this.o.stats.rowsFailed += this.lines.length
+      this.o.logger.error('Sink closed with rows the spool refused; they are lost (their requests got 503).', {
+        sink: this.o.sink,
+        table: this.o.table,
+        rows: this.lines.length,
+        reason: this.spoolProblem,
+      })
+      this.lines = []
+    }
     if (this.memoryRows > 0) {
       // Only when the spool refused: nothing else can keep these rows.
       this.o.stats.rowsFailed += this.memoryRows
@@ -178,6 +275,7 @@ export class Lane {
       spoolProblem: this.spoolProblem,
       spooledRows: this.o.spool.rows,
       droppedRows: this.droppedRows,
+      durable: this.o.durable === true,
     }
   }
 
@@ -227,13 +325,14 @@ export class Lane {
         if (timer !== undefined) clearTimeout(timer)
         resolve()
       }
-      if (this.failure !== undefined) {
+      const until = this.failure !== undefined ? this.retryAt : this.dueAt
+      if (until > 0) {
         timer = setTimeout(
           () => {
             this.poke = undefined
             resolve()
           },
-          Math.max(0, this.retryAt - Date.now()),
+          Math.max(0, until - Date.now()),
         )
         // The server's lifetime is the engine's business; a retry alone must not keep a process alive.
         timer.unref?.()
@@ -244,7 +343,7 @@ export class Lane {
   private async run(): Promise<void> {
     for (;;) {
       try {
-        const finished = await this.step()
+        const finished = this.o.durable ? await this.stepDurable() : await this.step()
         this.notify()
         if (finished) return
       } catch (error) {
@@ -302,6 +401,84 @@ export class Lane {
       this.retryDelay = 0
       await this.remove(entry, batch)
     }
+  }
+
+  /**
+   * `ack: durable`: delivers the spool's head batch (its records share one id) once the batch is
+   * closed: full, older than flushIntervalMs, or closing. Returns true when closing is complete.
+   */
+  private async stepDurable(): Promise<boolean> {
+    for (;;) {
+      this.dueAt = 0
+      if (this.failure !== undefined && Date.now() < this.retryAt) return this.closing
+      let run = this.headRun()
+      if (run.length === 0) return this.closing
+      const group = this.group
+      if (group !== undefined && group.id === run[0]!.id) {
+        const due = group.startedAt + this.o.flushIntervalMs
+        if (!this.closing && group.rows < this.o.batchRows && Date.now() < due) {
+          this.dueAt = due
+          return false
+        }
+        // Closed: later rows start another batch. A commit in flight may still add to this one.
+        this.group = undefined
+        await this.lastCommit.catch(() => {})
+        run = this.headRun()
+      }
+      const batch = await this.readRun(run)
+      if (!batch) continue
+      if (this.failure !== undefined) this.o.stats.retries++
+      let started = performance.now()
+      let failure = await this.attempt(batch)
+      if (failure?.code !== undefined && MISSING_CODES.has(failure.code) && (await this.createMissing(failure))) {
+        this.o.stats.retries++
+        started = performance.now()
+        failure = await this.attempt(batch)
+      }
+      if (failure && failure.kind !== 'malformed') {
+        this.fail(failure)
+        continue
+      }
+      if (failure) await this.deadLetter(batch, failure)
+      else {
+        this.o.stats.rowsWritten += batch.rows
+        this.o.stats.recordBatch((performance.now() - started) / 1000)
+        if (this.failure !== undefined)
+          this.o.logger.info('Sink delivers again.', { sink: this.o.sink, table: this.o.table })
+        this.failure = undefined
+        this.retryDelay = 0
+      }
+      for (const entry of run) await this.o.spool.ack(entry)
+    }
+  }
+
+  /** The spool's oldest records that share the first one's id: one batch. */
+  private headRun(): SpoolEntry[] {
+    const run: SpoolEntry[] = []
+    for (const entry of this.o.spool.entries()) {
+      if (run.length > 0 && entry.id !== run[0]!.id) break
+      run.push(entry)
+    }
+    return run
+  }
+
+  /** The records of one batch as one payload; a corrupt one sends the batch to the dead letters. */
+  private async readRun(run: SpoolEntry[]): Promise<Batch | undefined> {
+    const parts: Uint8Array[] = []
+    let rows = 0
+    try {
+      for (const entry of run) {
+        parts.push(await this.o.spool.read(entry))
+        rows += entry.rows
+      }
+    } catch (error) {
+      if (!(error instanceof SpoolCorruptError)) throw error
+      const failure: Failure = { kind: 'malformed', code: undefined, summary: error.message, message: error.message }
+      await this.deadLetter({ id: run[0]!.id, rows, payload: joinLines(parts) }, failure)
+      for (const entry of run) await this.o.spool.ack(entry)
+      return undefined
+    }
+    return { id: run[0]!.id, rows, payload: joinLines(parts) }
   }
 
   /** One insert; the failure, or undefined on success. */
@@ -456,6 +633,21 @@ export class Lane {
   }
 }
 
+/** JSONEachRow payloads joined by newlines into one. */
+function joinLines(parts: Uint8Array[]): Uint8Array {
+  if (parts.length === 1) return parts[0]!
+  let size = parts.length - 1
+  for (const p of parts) size += p.length
+  const out = new Uint8Array(size)
+  let offset = 0
+  parts.forEach((p, i) => {
+    if (i > 0) out[offset++] = 10
+    out.set(p, offset)
+    offset += p.length
+  })
+  return out
+}
+
 /**
  * The sink's health from its lanes: `failing` when rows cannot be kept (spool full or broken) or
  * `problem` says so, `degraded` while inserts fail or a spool backlog replays, `ok` otherwise.
@@ -481,7 +673,7 @@ export function summarizeHealth(
       const hint = h.failure.kind === 'schema' ? ' (run the migrate command)' : ''
       parts.push(`${table}: inserts failing: ${h.failure.summary}${hint}; retrying`)
     }
-    if (h.spooledRows > 0) {
+    if (h.spooledRows > 0 && !h.durable) {
       degraded = true
       parts.push(`${table}: ${h.spooledRows} rows spooled`)
     }
@@ -511,6 +703,8 @@ export interface WriterOptions {
   inserter: Inserter
   stats: SinkStats
   logger: Logger
+  /** `ack: durable`: every row is fsynced in the spool before `sync()` resolves. */
+  durable: boolean
 }
 
 /** A ClickHouse identifier: what database and table names may be. */
@@ -560,7 +754,7 @@ export function writerOptions(
   sink: string,
   o: DeliveryConfig,
   spoolDir: string,
-  engine: Pick<EngineServices, 'resolvePath' | 'logger'>,
+  engine: Pick<EngineServices, 'resolvePath' | 'logger' | 'ack'>,
   inserter: Inserter,
   stats: SinkStats,
 ): WriterOptions {
@@ -578,6 +772,7 @@ export function writerOptions(
     inserter,
     stats,
     logger: engine.logger,
+    durable: engine.ack === 'durable',
   }
 }
 
@@ -586,6 +781,8 @@ export interface TableWriter {
   write(event: AnalyticsEvent): void
   /** Absent when the sink keeps no counters. */
   writeCounters?(rows: readonly CounterRow[]): void
+  /** `ack: durable`: every row written so far is on disk (fsynced) when this resolves. */
+  sync(): Promise<void>
   flush(): Promise<void>
   close(): Promise<void>
   health(problem?: { state: 'degraded' | 'failing'; detail: string }): SinkHealth
@@ -625,6 +822,7 @@ export async function openTableWriter(o: WriterOptions): Promise<TableWriter> {
       stats: o.stats,
       logger: o.logger,
       sink: o.sink,
+      durable: o.durable,
     }),
   }))
   const spooled = spools.reduce((n, s) => n + s.rows, 0)
@@ -645,6 +843,9 @@ export async function openTableWriter(o: WriterOptions): Promise<TableWriter> {
       : undefined,
     async flush() {
       await Promise.all(lanes.map((l) => l.lane.flush()))
+    },
+    async sync() {
+      await Promise.all(lanes.map((l) => l.lane.sync()))
     },
     async close() {
       await Promise.all(lanes.map((l) => l.lane.close()))

@@ -240,6 +240,7 @@ export default defineSink({
     return {
       write: (event) => writer.write(event),
       writeCounters: writer.writeCounters,
+      sync: () => writer.sync(),
       flush: () => writer.flush(),
       async close() {
         closed = true

@@ -51,6 +51,8 @@ export default defineSink({
         for (const s of event.sessionRows) push(sessions, sessionRow(s))
       },
       flush: async () => {},
+      // A test sink: rows are "kept" as soon as they are written, so ack: durable can be tested with it.
+      sync: async () => {},
       close: async () => {},
       health: () => ({ state: 'ok', queuedRows: 0 }),
     }

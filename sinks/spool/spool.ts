@@ -190,6 +190,11 @@ export class Spool {
     return undefined
   }
 
+  /** Undelivered records, oldest first (ack order). */
+  *entries(): Generator<SpoolEntry> {
+    for (const s of this.segments) yield* s.entries
+  }
+
   /** Reads a record's payload and checks it against its checksum. */
   async read(entry: SpoolEntry): Promise<Uint8Array> {
     const fd = await openAsync(segmentPath(this.dir, entry.segment), 'r')

@@ -267,3 +267,38 @@ describe('trusted-sender keys (sites[].keys)', () => {
     }
   })
 })
+
+describe('ack', () => {
+  const issuesOf = async (raw: Record<string, unknown>) => {
+    try {
+      const config = await resolveConfig(raw, { source: '(test)', baseDir: process.cwd() })
+      const engine = await createEngine(
+        { ...config, stateDir: mkdtempSync(join(tmpdir(), 'ack-')) },
+        { logger: silentLogger },
+      )
+      await engine.shutdown()
+      return []
+    } catch (error) {
+      if (!(error instanceof ConfigErrors)) throw error
+      return error.issues
+    }
+  }
+
+  test('received by default; durable with sinks that keep rows on disk', async () => {
+    expect((await resolveConfig({}, { source: '(test)', baseDir: process.cwd() })).ack).toBe('received')
+    expect(await issuesOf({ ack: 'durable', sinks: ['memory'] })).toEqual([])
+  })
+
+  test('only received or durable', async () => {
+    expect(await issuesOf({ ack: 'sometimes' })).toEqual([{ path: 'ack', message: 'expected received or durable' }])
+  })
+
+  test('durable refuses a sink that cannot keep rows on disk, with its path', async () => {
+    expect(await issuesOf({ ack: 'durable', sinks: ['memory', 'stdout'] })).toEqual([
+      {
+        path: 'sinks[1]',
+        message: 'ack: durable needs every sink to keep events on disk before the answer; stdout cannot',
+      },
+    ])
+  })
+})
