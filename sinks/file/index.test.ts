@@ -102,7 +102,8 @@ describe('file sink, NDJSON', () => {
     expect(files.some((f) => f.endsWith('.partial'))).toBe(false)
     const events = files.filter((f) => f.startsWith('events_v2/'))
     const sessions = files.filter((f) => f.startsWith('sessions_v2/'))
-    expect(events.length).toBeGreaterThan(2)
+    // Two bursts further apart than the flush interval: at least one rotation, whatever the machine's speed.
+    expect(events.length).toBeGreaterThanOrEqual(2)
     for (const f of [...events, ...sessions])
       expect(f).toMatch(/^(events|sessions)_v2\/\d{4}-\d\d-\d\d\/\1_v2-\d{8}T\d{6}Z(-\d+)?\.ndjson$/)
     // Rotation is checked at each flush: only the file open at shutdown may hold less than rotateBytes.
