@@ -5,7 +5,8 @@ import { join } from 'node:path'
 import { Type } from '@sinclair/typebox'
 import { getDomain } from 'tldts'
 import { BoundedCache } from '../../core/cache.ts'
-import { definePlugin } from '../../core/plugin.ts'
+import { ConfigError, definePlugin } from '../../core/plugin.ts'
+import { createRedisSaltStore, type RedisCommands, type RedisSaltStore } from './redis-salts.ts'
 import { createFileSaltStore, createMemorySaltStore, DAY_MS, type SaltStore, type Salts } from './salts.ts'
 import { type SipKey, sipHash24, sipKey } from './siphash.ts'
 
@@ -36,15 +37,31 @@ export default definePlugin({
   summary: 'Sets the salted daily user id (SipHash of user agent, IP, domain, root domain) and the root domain.',
   options: Type.Object(
     {
-      store: Type.Union([Type.Literal('file'), Type.Literal('memory')], {
+      store: Type.Union([Type.Literal('file'), Type.Literal('memory'), Type.Literal('redis')], {
         default: 'file',
         description:
-          'Where salts live: `file` shares them between the processes of one machine through a folder; `memory` keeps them in this process (ids change on restart).',
+          'Where salts live: `file` shares them between the processes of one machine through a folder; `redis` between every engine of a deployment (never on disk here); `memory` keeps them in this process (ids change on restart).',
       }),
       directory: Type.Optional(
         Type.String({
           description: 'Folder of the salt files (store `file`). Default: `salts` under the state folder.',
         }),
+      ),
+      redis: Type.Object(
+        {
+          url: Type.String({
+            default: 'redis://localhost:6379',
+            description: 'Redis server of the shared salts (store `redis`); `redis://[:password@]host:port[/db]`.',
+          }),
+          keyPrefix: Type.String({ default: 'analytics:', description: 'Prefix of the salt keys.' }),
+          refreshSeconds: Type.Integer({
+            minimum: 1,
+            default: 60,
+            description: "How often the salts are read again; tomorrow's is created a day ahead.",
+          }),
+          timeoutMs: Type.Integer({ minimum: 10, default: 2000, description: 'A Redis command taking longer fails.' }),
+        },
+        { additionalProperties: false, default: {}, description: 'Store `redis` only.' },
       ),
       cacheSize: Type.Integer({
         minimum: 0,
@@ -55,15 +72,28 @@ export default definePlugin({
     },
     { additionalProperties: false },
   ),
-  setup(options, engine) {
+  async setup(options, engine) {
+    let redisStore: RedisSaltStore | undefined
+    if (options.store === 'redis') {
+      redisStore = createRedisSaltStore({
+        redis: connectRedis(options.redis.url),
+        keyPrefix: options.redis.keyPrefix,
+        refreshMs: options.redis.refreshSeconds * 1000,
+        timeoutMs: options.redis.timeoutMs,
+        logger: engine.logger,
+      })
+      // Unreachable at start: ingestion goes on with salts of this process (logged loudly).
+      await redisStore.ready
+    }
     const store: SaltStore =
-      options.store === 'memory'
+      redisStore ??
+      (options.store === 'memory'
         ? createMemorySaltStore()
         : createFileSaltStore({
             directory:
               options.directory === undefined ? join(engine.stateDir, 'salts') : engine.resolvePath(options.directory),
             logger: engine.logger,
-          })
+          }))
 
     let salts: Salts = store.get(Date.now())
     let currentKey: SipKey = sipKey(salts.current)
@@ -173,9 +203,35 @@ export default definePlugin({
       },
       close() {
         clearInterval(timer)
+        redisStore?.close()
         roots.clear()
         ids.clear()
       },
     }
   },
 })
+
+/** Bun's built-in Redis client; other runtimes have none here yet. */
+function connectRedis(url: string): RedisCommands {
+  const bun = (globalThis as { Bun?: { RedisClient?: new (url: string, options?: object) => RedisCommands } }).Bun
+  if (!bun?.RedisClient) {
+    throw new ConfigError('store', 'store: redis needs Bun (its built-in Redis client); on Deno use store: file')
+  }
+  try {
+    return new bun.RedisClient(url, { connectionTimeout: 2000, autoReconnect: true })
+  } catch (error) {
+    throw new ConfigError('redis.url', `cannot use ${redactUrl(url)}: ${(error as Error).message}`)
+  }
+}
+
+/** The URL without its password, for messages. */
+function redactUrl(url: string): string {
+  try {
+    const u = new URL(url)
+    u.password = ''
+    u.username = ''
+    return u.toString()
+  } catch {
+    return '(invalid url)'
+  }
+}

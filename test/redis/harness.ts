@@ -1,0 +1,84 @@
+// A throwaway Redis server for tests: a free port, a temp folder, no persistence (nothing reaches the
+// disk), started from Debian's `redis-server`, stopped and removed afterwards.
+//
+//   const redis = await startRedis()   // undefined (and a loud warning) when no binary exists
+//   await redis.client.send('PING', [])
+//   await redis.kill(); await redis.start()
+//   await redis.destroy()
+
+import { existsSync, mkdtempSync, readdirSync, rmSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { RedisClient, type Subprocess, spawn } from 'bun'
+import { freePort } from '../clickhouse/harness.ts'
+
+export const redisBinary: string | undefined = ['/usr/bin/redis-server', '/usr/sbin/redis-server'].find((p) =>
+  existsSync(p),
+)
+
+let warned = false
+/** Says loudly, once per process, that Redis tests are skipped. */
+export function warnIfNoRedis(): void {
+  if (redisBinary || warned) return
+  warned = true
+  console.warn('\n*** redis-server not found: Redis tests are SKIPPED. Install the redis-server package. ***\n')
+}
+
+export interface RedisServer {
+  readonly url: string
+  readonly port: number
+  /** The server's folder; it must stay empty (no RDB, no AOF). */
+  readonly dir: string
+  /** A client for the test's own checks. */
+  readonly client: RedisClient
+  files(): string[]
+  start(): Promise<void>
+  kill(): Promise<void>
+  destroy(): Promise<void>
+}
+
+export async function startRedis(): Promise<RedisServer | undefined> {
+  if (!redisBinary) return undefined
+  const port = await freePort()
+  const dir = mkdtempSync(join(tmpdir(), 'redis-test-'))
+  let proc: Subprocess | undefined
+  const url = `redis://127.0.0.1:${port}`
+  const start = async () => {
+    proc = spawn(
+      [redisBinary, '--port', String(port), '--bind', '127.0.0.1', '--dir', dir, '--save', '', '--appendonly', 'no'],
+      { stdout: 'ignore', stderr: 'ignore' },
+    )
+    const deadline = Date.now() + 10_000
+    for (;;) {
+      const probe = new RedisClient(url, { connectionTimeout: 500, autoReconnect: false })
+      try {
+        if ((await probe.send('PING', [])) === 'PONG') return
+      } catch {
+        if (Date.now() > deadline) throw new Error(`redis-server did not start on port ${port}`)
+        await Bun.sleep(50)
+      } finally {
+        probe.close()
+      }
+    }
+  }
+  await start()
+  const client = new RedisClient(url)
+  return {
+    url,
+    port,
+    dir,
+    client,
+    files: () => readdirSync(dir),
+    start,
+    async kill() {
+      proc?.kill('SIGKILL')
+      await proc?.exited
+    },
+    async destroy() {
+      client.close()
+      proc?.kill('SIGKILL')
+      await proc?.exited
+      rmSync(dir, { recursive: true, force: true })
+    },
+  }
+}
