@@ -13,7 +13,15 @@ import { ConfigError } from '../../core/plugin.ts'
 import { defineSink } from '../../core/sink.ts'
 import { type Batch, deliveryOptions, IDENTIFIER, type Inserter, openTableWriter, writerOptions } from './delivery.ts'
 import { classify } from './errors.ts'
-import { capsFor, ident, migrateTables, type ServerCaps, type SqlRunner, type TableTarget } from './schema.ts'
+import {
+  CLUSTER_DDL_WAIT_S,
+  capsFor,
+  ident,
+  migrateTables,
+  type ServerCaps,
+  type SqlRunner,
+  type TableTarget,
+} from './schema.ts'
 
 const options = Type.Object(
   {
@@ -92,13 +100,19 @@ function endpointUrls(o: Options): string[] {
   return [o.url, ...o.urls]
 }
 
-function makeClient(o: Options, url: string): ClickHouseClient {
+/**
+ * Time a migration statement may take: an ON CLUSTER statement waits up to CLUSTER_DDL_WAIT_S for
+ * the hosts, and a client giving up first would send it to the next endpoint, queueing it twice.
+ */
+const MIGRATION_TIMEOUT_MS = (CLUSTER_DDL_WAIT_S + 25) * 1000
+
+function makeClient(o: Options, url: string, timeoutMs: number): ClickHouseClient {
   return createClient({
     url,
     username: o.username,
     password: o.password,
     // No default database: it may not exist before `migrate`, and every statement names it anyway.
-    request_timeout: o.requestTimeoutMs,
+    request_timeout: timeoutMs,
     compression: { request: o.compression === 'gzip', response: false },
     // The client logs to the console, which the stdout sink owns, and may quote row data: we log ourselves.
     log: { level: 127 },
@@ -143,8 +157,9 @@ class Endpoints {
     readonly urls: readonly string[],
     o: Options,
     private readonly logger: EngineServices['logger'],
+    timeoutMs = o.requestTimeoutMs,
   ) {
-    this.clients = urls.map((u) => makeClient(o, u))
+    this.clients = urls.map((u) => makeClient(o, u, timeoutMs))
   }
 
   /** Runs `op` on the active endpoint, then on each other one while `movable` says the failure is the endpoint's. */
@@ -179,14 +194,23 @@ class Endpoints {
 }
 
 /**
- * SQL for the migration on the first endpoint that answers. Only silence moves it on: an ON CLUSTER
- * statement that timed out is already queued for every host, and sending it again would queue it twice.
+ * The migration on the first endpoint that answers, with its own clients (a DDL statement may take
+ * longer than an insert). Only silence moves it on: an ON CLUSTER statement that timed out on the
+ * server is already queued for every host.
  */
-function endpointsRunner(endpoints: Endpoints): SqlRunner {
+async function migrateOn(o: Options, logger: EngineServices['logger']): Promise<string[]> {
+  const endpoints = new Endpoints(endpointUrls(o), o, logger, Math.max(o.requestTimeoutMs, MIGRATION_TIMEOUT_MS))
   const silent = (error: unknown) => classify(error).code === undefined
-  return {
-    exec: (sql, settings) => endpoints.run((client) => httpRunner(client).exec(sql, settings), silent),
-    select: (sql) => endpoints.run((client) => httpRunner(client).select(sql), silent),
+  try {
+    return await migrateTables(
+      {
+        exec: (sql, settings) => endpoints.run((client) => httpRunner(client).exec(sql, settings), silent),
+        select: (sql) => endpoints.run((client) => httpRunner(client).select(sql), silent),
+      },
+      target(o),
+    )
+  } finally {
+    await endpoints.close()
   }
 }
 
@@ -199,12 +223,12 @@ class HttpInserter implements Inserter {
   constructor(
     private readonly endpoints: Endpoints,
     private readonly target: TableTarget,
-    autoMigrate: boolean,
+    migrate: (() => Promise<string[]>) | undefined,
   ) {
     // Both lanes find the tables missing at once: one migration serves them both.
-    if (autoMigrate) {
+    if (migrate) {
       this.createMissing = () => {
-        this.migrating ??= migrateTables(endpointsRunner(this.endpoints), this.target).finally(() => {
+        this.migrating ??= migrate().finally(() => {
           this.migrating = undefined
         })
         return this.migrating
@@ -268,7 +292,11 @@ export default defineSink({
   options,
   async setup(o, engine, stats) {
     const endpoints = new Endpoints(endpointUrls(o), o, engine.logger)
-    const inserter = new HttpInserter(endpoints, target(o), o.autoMigrate)
+    const inserter = new HttpInserter(
+      endpoints,
+      target(o),
+      o.autoMigrate ? () => migrateOn(o, engine.logger) : undefined,
+    )
     const spoolDir = spoolDirOf(o, engine)
     const writer = await openTableWriter(writerOptions('clickhouse', o, spoolDir, engine, inserter, stats))
     // Learn early whether the server answers, without holding start-up: health says so meanwhile.
@@ -318,14 +346,7 @@ export default defineSink({
       },
     }
   },
-  async migrate(o, engine) {
-    const endpoints = new Endpoints(endpointUrls(o), o, engine.logger)
-    try {
-      return await migrateTables(endpointsRunner(endpoints), target(o))
-    } finally {
-      await endpoints.close()
-    }
-  },
+  migrate: (o, engine) => migrateOn(o, engine.logger),
 })
 
 /** The URL without user info, for logs. */

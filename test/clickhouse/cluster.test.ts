@@ -103,7 +103,7 @@ describe.skipIf(!clusterAvailable)('clickhouse sink, cluster mode: ZooKeeper + t
     scratch.remove()
   }, 30_000)
 
-  function sinkConfig(database: string, urls: string[]) {
+  function sinkConfig(database: string, urls: string[], flushIntervalMs = 500) {
     return {
       url: urls[0],
       urls: urls.slice(1),
@@ -112,21 +112,23 @@ describe.skipIf(!clusterAvailable)('clickhouse sink, cluster mode: ZooKeeper + t
       batchRows: 1000,
       // 18.16 takes 0.1-0.3 s per insert into a replicated 34-column table here, whatever its size;
       // fewer, larger batches also shorten the replay of the spool after an outage.
-      flushIntervalMs: 500,
+      flushIntervalMs,
       retryMaxMs: 250,
       requestTimeoutMs: 5000,
       compression: 'none',
     }
   }
 
-  function engineConfig(database: string, urls: string[], stateDir: string) {
+  const sinkConfigOptions = (database: string, urls: string[]) => sinkOptions(clickhouse, sinkConfig(database, urls))
+
+  function engineConfig(database: string, urls: string[], stateDir: string, flushIntervalMs?: number) {
     return {
       server: { host: '127.0.0.1', shutdownTimeoutMs: 5000 },
       sites: [{ id: 1, domain: 'example.com' }],
       stateDir,
       log: { level: 'info' },
       plugins: standardPlugins(),
-      sinks: [{ clickhouse: sinkConfig(database, urls) }],
+      sinks: [{ clickhouse: sinkConfig(database, urls, flushIntervalMs) }],
     }
   }
 
@@ -198,16 +200,29 @@ describe.skipIf(!clusterAvailable)('clickhouse sink, cluster mode: ZooKeeper + t
 
   /** Waits until replication has brought `rows` events to this replica, and its queues are empty. */
   async function replicated(ch: ClickHouseServer, db: string, rows: number, ms = 30_000): Promise<void> {
-    await until(
-      async () => {
-        const text = await ch.query(`SELECT count() FROM ${db}.events_v2_local`).catch(() => '-1')
-        return Number(text) >= rows
-      },
-      ms,
-      `${rows} rows on ${ch.url}`,
-    )
-    // Sessions replicate on their own: the event count says nothing about them.
-    for (const table of ['events_v2_local', 'sessions_v2_local']) await ch.query(`SYSTEM SYNC REPLICA ${db}.${table}`)
+    try {
+      await until(
+        async () => {
+          // Sessions replicate on their own: the event count alone says nothing about them.
+          const text = await ch
+            .query(
+              `SELECT (SELECT count() FROM ${db}.events_v2_local), (SELECT sum(queue_size) FROM system.replicas WHERE database = '${db}')`,
+            )
+            .catch(() => '-1\t-1')
+          const [events, queued] = text.trim().split('\t').map(Number)
+          return events! >= rows && queued === 0
+        },
+        ms,
+        `${rows} rows and empty replication queues on ${ch.url}`,
+      )
+    } catch (error) {
+      const queue = await ch
+        .query(
+          `SELECT table, type, new_part_name, num_tries, last_exception, postpone_reason FROM system.replication_queue WHERE database = '${db}' FORMAT TSV`,
+        )
+        .catch((e) => String(e))
+      throw new Error(`${(error as Error).message}\nreplication queue:\n${queue}`)
+    }
   }
 
   /** Blocks a replica dropped as already present (ProfileEvents, since the server started). */
@@ -217,7 +232,7 @@ describe.skipIf(!clusterAvailable)('clickhouse sink, cluster mode: ZooKeeper + t
   }
 
   test('migrate twice is idempotent, both replicas get Replicated and Distributed tables, rows reach both', async () => {
-    const options = sinkOptions(clickhouse, sinkConfig('mig', [r1.url, r2.url]))
+    const options = sinkConfigOptions('mig', [r1.url, r2.url])
     const first = await clickhouse.migrate!(options, scratchServices())
     expect(first).toEqual([
       `ClickHouse 18.16.1, cluster ${cluster.name}`,
@@ -315,6 +330,15 @@ describe.skipIf(!clusterAvailable)('clickhouse sink, cluster mode: ZooKeeper + t
     console.info(`cluster fail-over: rows sent after the kill stored on the other replica ${failoverMs} ms later`)
     expect(failoverMs).toBeLessThan(5000)
     const atFailover = load.accepted.size
+    // A migration (serve runs one at start) with a replica down neither hangs for the server's
+    // 180 s DDL timeout nor fails: it waits 5 s, then leaves the statements queued for r1.
+    const migrateStarted = Date.now()
+    const lines = await clickhouse.migrate!(sinkConfigOptions('late', [r1.url, r2.url]), scratchServices())
+    const migrateMs = Date.now() - migrateStarted
+    expect(lines).toContain(
+      `cluster ${cluster.name}: some hosts did not answer within 5 s; the statements are queued and they run them when they return`,
+    )
+    expect(migrateMs).toBeLessThan(10_000)
     await until(() => load.accepted.size > atFailover + 100, 20_000, 'more requests')
     await r1.start()
     const atRestart = load.accepted.size
@@ -340,7 +364,8 @@ describe.skipIf(!clusterAvailable)('clickhouse sink, cluster mode: ZooKeeper + t
 
   test('ZooKeeper killed under load: 202s go on, rows spool, and arrive once after it returns', async () => {
     const engine = await startEngineProcess(
-      engineConfig('zk', [r1.url, r2.url], join(scratch.path, 'state-zk')),
+      // One batch a second: the outage's backlog replays in fewer inserts.
+      engineConfig('zk', [r1.url, r2.url], join(scratch.path, 'state-zk'), 1000),
       scratch.path,
     )
     const load = stream(engine)
