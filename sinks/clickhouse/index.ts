@@ -252,6 +252,10 @@ class HttpInserter implements Inserter {
       // Unknown fields fail rather than vanish: an old table is a reason to migrate, not to lose columns.
       const settings: ClickHouseSettings = { input_format_skip_unknown_fields: 0 }
       if (caps.dedupTokens) settings.insert_deduplication_token = batch.id
+      // Without tokens, Replicated tables deduplicate by content: counter rows repeat exactly (one
+      // drop per hand-over in the same minute), so identical hand-overs would vanish. Counting them
+      // all is worth more than exactness after a lost answer, which may count a batch twice.
+      else if (this.target.cluster && table === this.target.countersTable) settings.insert_deduplicate = 0
       // A 2xx must mean "on every shard", so that a retry resends the whole batch (scale-out.md §3.5).
       if (this.target.cluster) settings.insert_distributed_sync = 1
       // Every endpoint gets the identical bytes: a replica that already has the block drops it.

@@ -14,7 +14,7 @@ import { createServer, type Server, connect as tcpConnect } from 'node:net'
 import { join } from 'node:path'
 import clickhouse from '../../sinks/clickhouse/index.ts'
 import { type Cluster, clusterAvailable, startCluster, warnIfNoCluster } from './cluster-harness.ts'
-import { scratchServices, sinkOptions, until } from './fixtures.ts'
+import { scratchServices, setupSink, sinkOptions, until } from './fixtures.ts'
 import type { ClickHouseServer } from './harness.ts'
 import {
   type EngineProcess,
@@ -300,6 +300,23 @@ describe.skipIf(!clusterAvailable)('clickhouse sink, cluster mode: ZooKeeper + t
       await expectExactlyOnce(ch, 'mig', load.accepted)
     }
   }, 60_000)
+
+  test('drop counters: identical hand-overs in one minute all count (no false deduplication)', async () => {
+    const { sink } = await setupSink(clickhouse, sinkConfig('counters', [r1.url, r2.url]))
+    await clickhouse.migrate!(sinkConfigOptions('counters', [r1.url, r2.url]), scratchServices())
+    const minute = Math.floor(Date.now() / 60_000) * 60
+    // The engine hands counters over every ten seconds: a steady trickle repeats the same rows.
+    for (let i = 0; i < 3; i++) {
+      sink.writeCounters!([{ minute, site_id: 7, reason: 'bot', dropped: 1, would_drop: 0 }])
+      await sink.flush()
+    }
+    await sink.close()
+    for (const ch of [r1, r2]) {
+      const sum = () => ch.query('SELECT sum(dropped) FROM counters.ingest_counters_local')
+      await until(async () => (await sum()) === '3\n', 10_000, `3 drops counted on ${ch.url}`).catch(() => {})
+      expect(await sum()).toBe('3\n')
+    }
+  }, 30_000)
 
   test('one replica killed under load: the sink moves to the other within 5 s; every 202 stored once', async () => {
     const engine = await startEngineProcess(
