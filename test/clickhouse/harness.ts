@@ -203,7 +203,6 @@ export async function startClickHouse(options: StartOptions = {}): Promise<Click
     kill: () => signal('SIGKILL'),
     async destroy() {
       await signal('SIGKILL')
-      if (process.env.KEEP_CH) return
       rmSync(dir, { recursive: true, force: true, maxRetries: 3 })
     },
   }
