@@ -10,7 +10,7 @@
 //     other replica) and the servers deduplicate it.
 
 import { afterAll, beforeAll, describe, expect, test } from 'bun:test'
-import { createServer, type Server, connect as tcpConnect } from 'node:net'
+import { createServer, type Server, type Socket, connect as tcpConnect } from 'node:net'
 import { join } from 'node:path'
 import clickhouse from '../../sinks/clickhouse/index.ts'
 import { type Cluster, clusterAvailable, startCluster, warnIfNoCluster } from './cluster-harness.ts'
@@ -47,12 +47,17 @@ function droppingProxy(
 }> {
   let inserts = 0
   let dropped = 0
+  const sockets = new Set<Socket>()
   const server: Server = createServer((client) => {
     const upstream = tcpConnect(targetPort, '127.0.0.1')
+    for (const socket of [client, upstream]) {
+      sockets.add(socket)
+      socket.on('close', () => sockets.delete(socket))
+    }
     let doomed = false
-    client.once('data', (chunk: Buffer) => {
-      // One request per connection (the servers run with keep_alive_timeout 0): its head decides.
-      if (/^POST [^\r\n]*INSERT/i.test(chunk.toString('latin1', 0, 4096))) {
+    client.on('data', (chunk: Buffer) => {
+      // A request line starts a request (a kept-alive connection may carry several, one at a time).
+      if (/(^|\r\n)POST [^\r\n]*INSERT/i.test(chunk.toString('latin1'))) {
         inserts++
         doomed = inserts % every === 0
       }
@@ -81,7 +86,12 @@ function droppingProxy(
         port: typeof address === 'object' && address ? address.port : 0,
         inserts: () => inserts,
         dropped: () => dropped,
-        close: () => new Promise<void>((r) => server.close(() => r())),
+        // close() alone would wait for the connections a still running engine keeps open.
+        close: () =>
+          new Promise<void>((r) => {
+            server.close(() => r())
+            for (const socket of sockets) socket.destroy()
+          }),
       })
     })
   })
@@ -377,7 +387,7 @@ describe.skipIf(!clusterAvailable)('clickhouse sink, cluster mode: ZooKeeper + t
       20_000,
       'r1 to catch up',
     )
-  }, 60_000)
+  }, 90_000)
 
   test('ZooKeeper killed under load: 202s go on, rows spool, and arrive once after it returns', async () => {
     const engine = await startEngineProcess(
@@ -435,7 +445,11 @@ describe.skipIf(!clusterAvailable)('clickhouse sink, cluster mode: ZooKeeper + t
         scratch.path,
       )
       const load = stream(engine)
-      await until(() => p1.dropped() + p2.dropped() >= 6, 30_000, 'six dropped answers')
+      await until(() => p1.dropped() + p2.dropped() >= 6, 30_000, 'six dropped answers').catch((error: Error) => {
+        throw new Error(
+          `${error.message}: ${p1.inserts()} + ${p2.inserts()} inserts, ${p1.dropped()} + ${p2.dropped()} dropped, ${load.accepted.size} events\n${engine.log().slice(-3000)}`,
+        )
+      })
       await load.stop()
       expect(load.refused()).toBe(0)
       const text = await drained(engine)
