@@ -4,6 +4,8 @@
 
 import { afterAll, beforeAll, describe, expect, test } from 'bun:test'
 import { resolveOptions } from '../../core/options.ts'
+import { ConfigError } from '../../core/plugin.ts'
+import { SinkStats } from '../../core/sink.ts'
 import { makeEvent } from '../../core/testing.ts'
 import {
   eventSelect,
@@ -162,6 +164,24 @@ describe('options', () => {
       autoMigrate: true,
       cluster: '',
     })
+  })
+
+  test('urls: further endpoints, none by default; a bad one is a config error naming its path', async () => {
+    expect(sinkOptions(clickhouse, {}).urls).toEqual([])
+    const options = sinkOptions(clickhouse, {
+      url: 'http://127.0.0.1:1',
+      urls: ['http://127.0.0.1:2', 'ftp://replica-2'],
+      cluster: 'repl',
+    })
+    const error = await Promise.resolve()
+      .then(() => clickhouse.setup(options, scratchServices(), new SinkStats()))
+      .catch((e: unknown) => e)
+    expect(error).toBeInstanceOf(ConfigError)
+    expect((error as ConfigError).path).toBe('urls/1')
+    expect(await clickhouse.migrate!(options, scratchServices()).catch((e: unknown) => (e as ConfigError).path)).toBe(
+      'urls/1',
+    )
+    removeScratch()
   })
 
   test('rejects unknown keys and unsafe table names', () => {

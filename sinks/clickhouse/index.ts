@@ -15,6 +15,7 @@ import { type Batch, deliveryOptions, IDENTIFIER, type Inserter, openTableWriter
 import { classify } from './errors.ts'
 import {
   applyRetention,
+  CLUSTER_DDL_WAIT_S,
   capsFor,
   ident,
   migrateTables,
@@ -32,6 +33,12 @@ const options = Type.Object(
       default: 'http://localhost:8123',
       description: 'HTTP(S) endpoint of the ClickHouse server.',
       examples: ['http://clickhouse:8123', 'https://ch.example.com:8443'],
+    }),
+    urls: Type.Array(Type.String(), {
+      default: [],
+      description:
+        'More endpoints with the same tables, tried in order after url: the other replicas of a cluster. An insert or probe that gets no answer, or a read-only or unreachable-shard error, moves to the next at once with the identical batch; inserts stay where one succeeded.',
+      examples: [['http://clickhouse-2:8123']],
     }),
     database: Type.String({ default: 'default', pattern: IDENTIFIER, description: 'Database of the tables.' }),
     ...deliveryOptions,
@@ -80,24 +87,36 @@ function target(o: Options): TableTarget {
   }
 }
 
-function parseUrl(o: Options): URL {
+function parseUrl(text: string, path: string): URL {
   try {
-    const url = new URL(o.url)
+    const url = new URL(text)
     if (url.protocol !== 'http:' && url.protocol !== 'https:') throw new Error('not http(s)')
     return url
   } catch {
-    throw new ConfigError('url', `expected an http(s) URL, got ${JSON.stringify(o.url)}`)
+    throw new ConfigError(path, `expected an http(s) URL, got ${JSON.stringify(text)}`)
   }
 }
 
-function makeClient(o: Options): ClickHouseClient {
-  parseUrl(o)
+/** `url`, then `urls`, each checked: the endpoints in the order they are tried. */
+function endpointUrls(o: Options): string[] {
+  parseUrl(o.url, 'url')
+  for (const [i, u] of o.urls.entries()) parseUrl(u, `urls/${i}`)
+  return [o.url, ...o.urls]
+}
+
+/**
+ * Time a migration statement may take: an ON CLUSTER statement waits up to CLUSTER_DDL_WAIT_S for
+ * the hosts, and a client giving up first would send it to the next endpoint, queueing it twice.
+ */
+const MIGRATION_TIMEOUT_MS = (CLUSTER_DDL_WAIT_S + 25) * 1000
+
+function makeClient(o: Options, url: string, timeoutMs: number): ClickHouseClient {
   return createClient({
-    url: o.url,
+    url,
     username: o.username,
     password: o.password,
     // No default database: it may not exist before `migrate`, and every statement names it anyway.
-    request_timeout: o.requestTimeoutMs,
+    request_timeout: timeoutMs,
     compression: { request: o.compression === 'gzip', response: false },
     // The client logs to the console, which the stdout sink owns, and may quote row data: we log ourselves.
     log: { level: 127 },
@@ -117,6 +136,90 @@ function httpRunner(client: ClickHouseClient): SqlRunner {
   }
 }
 
+/**
+ * Failures after which another endpoint may succeed where this one cannot: no answer at all (refused,
+ * reset, timed out: the server or its host is gone), and a replica that cannot write (read-only
+ * without ZooKeeper, its shard's replicas unreachable, a network error between servers).
+ */
+const ENDPOINT_CODES = new Set([159, 209, 210, 242, 279])
+
+function endpointFailure(error: unknown): boolean {
+  const { code } = classify(error)
+  return code === undefined || ENDPOINT_CODES.has(code)
+}
+
+/**
+ * The sink's endpoints (`url`, then `urls`) and the one in use. An operation that fails for an
+ * endpoint's reason moves on to the next at once, so a dead replica costs one refused connection
+ * rather than a backoff; the lane's retries and spool handle the case where every endpoint fails.
+ */
+class Endpoints {
+  readonly clients: ClickHouseClient[]
+  private active = 0
+
+  constructor(
+    readonly urls: readonly string[],
+    o: Options,
+    private readonly logger: EngineServices['logger'],
+    timeoutMs = o.requestTimeoutMs,
+  ) {
+    this.clients = urls.map((u) => makeClient(o, u, timeoutMs))
+  }
+
+  /** Runs `op` on the active endpoint, then on each other one while `movable` says the failure is the endpoint's. */
+  async run<T>(op: (client: ClickHouseClient) => Promise<T>, movable = endpointFailure): Promise<T> {
+    const n = this.clients.length
+    let last: unknown
+    for (let i = 0; i < n; i++) {
+      const index = (this.active + i) % n
+      try {
+        const result = await op(this.clients[index]!)
+        if (index !== this.active) {
+          this.logger.warn('ClickHouse endpoint failed; moved to the next one.', {
+            sink: 'clickhouse',
+            from: redact(this.urls[this.active]!),
+            to: redact(this.urls[index]!),
+            error: classify(last).summary,
+          })
+          this.active = index
+        }
+        return result
+      } catch (error) {
+        last = error
+        if (!movable(error)) throw error
+      }
+    }
+    throw last
+  }
+
+  close(): Promise<unknown> {
+    return Promise.all(this.clients.map((c) => c.close()))
+  }
+}
+
+/**
+ * The migration on the first endpoint that answers, with its own clients (a DDL statement may take
+ * longer than an insert). Only silence moves it on: an ON CLUSTER statement that timed out on the
+ * server is already queued for every host.
+ */
+async function migrateOn(o: Options, logger: EngineServices['logger'], retention: RetentionPlan): Promise<string[]> {
+  const endpoints = new Endpoints(endpointUrls(o), o, logger, Math.max(o.requestTimeoutMs, MIGRATION_TIMEOUT_MS))
+  try {
+    return await migrateTables(endpointsRunner(endpoints), target(o), retention)
+  } finally {
+    await endpoints.close()
+  }
+}
+
+/** SQL on whichever endpoint answers; a statement moves on at once when one does not. */
+function endpointsRunner(endpoints: Endpoints): SqlRunner {
+  const silent = (error: unknown) => classify(error).code === undefined
+  return {
+    exec: (sql, settings) => endpoints.run((client) => httpRunner(client).exec(sql, settings), silent),
+    select: (sql) => endpoints.run((client) => httpRunner(client).select(sql), silent),
+  }
+}
+
 /** Inserts over HTTP; knows the server version, probed once and again after a connection failure. */
 class HttpInserter implements Inserter {
   private caps: ServerCaps | undefined
@@ -124,15 +227,14 @@ class HttpInserter implements Inserter {
   readonly createMissing?: () => Promise<string[]>
 
   constructor(
-    private readonly client: ClickHouseClient,
+    private readonly endpoints: Endpoints,
     private readonly target: TableTarget,
-    autoMigrate: boolean,
-    retention: () => RetentionPlan,
+    migrate: (() => Promise<string[]>) | undefined,
   ) {
     // Both lanes find the tables missing at once: one migration serves them both.
-    if (autoMigrate) {
+    if (migrate) {
       this.createMissing = () => {
-        this.migrating ??= migrateTables(httpRunner(this.client), this.target, retention()).finally(() => {
+        this.migrating ??= migrate().finally(() => {
           this.migrating = undefined
         })
         return this.migrating
@@ -142,8 +244,10 @@ class HttpInserter implements Inserter {
 
   async probe(): Promise<ServerCaps> {
     if (this.caps) return this.caps
-    const result = await this.client.query({ query: 'SELECT version() AS version', format: 'JSONEachRow' })
-    const [row] = await result.json<{ version: string }>()
+    const [row] = await this.endpoints.run(async (client) => {
+      const result = await client.query({ query: 'SELECT version() AS version', format: 'JSONEachRow' })
+      return result.json<{ version: string }>()
+    })
     this.caps = capsFor(row?.version ?? '')
     return this.caps
   }
@@ -154,16 +258,23 @@ class HttpInserter implements Inserter {
       // Unknown fields fail rather than vanish: an old table is a reason to migrate, not to lose columns.
       const settings: ClickHouseSettings = { input_format_skip_unknown_fields: 0 }
       if (caps.dedupTokens) settings.insert_deduplication_token = batch.id
+      // Without tokens, Replicated tables deduplicate by content: counter rows repeat exactly (one
+      // drop per hand-over in the same minute), so identical hand-overs would vanish. Counting them
+      // all is worth more than exactness after a lost answer, which may count a batch twice.
+      else if (this.target.cluster && table === this.target.countersTable) settings.insert_deduplicate = 0
       // A 2xx must mean "on every shard", so that a retry resends the whole batch (scale-out.md §3.5).
       if (this.target.cluster) settings.insert_distributed_sync = 1
-      const result = await this.client.exec({
-        query: `INSERT INTO ${ident(this.target.database)}.${ident(table)} FORMAT JSONEachRow`,
-        values: Readable.from([batch.payload], { objectMode: false }),
-        clickhouse_settings: settings,
+      // Every endpoint gets the identical bytes: a replica that already has the block drops it.
+      await this.endpoints.run(async (client) => {
+        const result = await client.exec({
+          query: `INSERT INTO ${ident(this.target.database)}.${ident(table)} FORMAT JSONEachRow`,
+          values: Readable.from([batch.payload], { objectMode: false }),
+          clickhouse_settings: settings,
+        })
+        // The answer of an INSERT is empty; reading it to the end frees the socket for keep-alive.
+        for await (const _ of result.stream) {
+        }
       })
-      // The answer of an INSERT is empty; reading it to the end frees the socket for keep-alive.
-      for await (const _ of result.stream) {
-      }
     } catch (error) {
       // No ClickHouse code = no answer: the server may have been replaced by another version.
       if (classify(error).code === undefined) this.caps = undefined
@@ -181,7 +292,7 @@ function defaultSpoolName(url: URL, database: string): string {
 function spoolDirOf(o: Options, engine: EngineServices): string {
   return o.spoolDir
     ? engine.resolvePath(o.spoolDir)
-    : `${engine.stateDir}/spool/${defaultSpoolName(parseUrl(o), o.database)}`
+    : `${engine.stateDir}/spool/${defaultSpoolName(parseUrl(o.url, 'url'), o.database)}`
 }
 
 export default defineSink({
@@ -190,8 +301,12 @@ export default defineSink({
     'Writes events and sessions to ClickHouse over HTTP in batches, spooling to disk while the server is unavailable.',
   options,
   async setup(o, engine, stats) {
-    const client = makeClient(o)
-    const inserter = new HttpInserter(client, target(o), o.autoMigrate, () => retentionPlan(engine.sites))
+    const endpoints = new Endpoints(endpointUrls(o), o, engine.logger)
+    const inserter = new HttpInserter(
+      endpoints,
+      target(o),
+      o.autoMigrate ? () => migrateOn(o, engine.logger, retentionPlan(engine.sites)) : undefined,
+    )
     const spoolDir = spoolDirOf(o, engine)
     const writer = await openTableWriter(writerOptions('clickhouse', o, spoolDir, engine, inserter, stats))
     // Learn early whether the server answers, without holding start-up: health says so meanwhile.
@@ -225,7 +340,7 @@ export default defineSink({
     // Retention follows the sites in use (a refreshed source may bring new ones), and on servers
     // without TTL this is what deletes expired rows.
     const retentionTimer = setInterval(() => {
-      applyRetention(httpRunner(client), target(o), retentionPlan(engine.sites)).then(
+      applyRetention(endpointsRunner(endpoints), target(o), retentionPlan(engine.sites)).then(
         (lines) => {
           for (const line of lines) engine.logger.debug('Retention.', { sink: 'clickhouse', detail: line })
         },
@@ -247,7 +362,7 @@ export default defineSink({
         clearInterval(retentionTimer)
         await probing
         await writer.close()
-        await client.close()
+        await endpoints.close()
       },
       health() {
         // Until an insert says otherwise, the start-up probe is the only news; repeat it, one at a time.
@@ -258,14 +373,7 @@ export default defineSink({
       },
     }
   },
-  async migrate(o, engine) {
-    const client = makeClient(o)
-    try {
-      return await migrateTables(httpRunner(client), target(o), retentionPlan(engine.sites))
-    } finally {
-      await client.close()
-    }
-  },
+  migrate: (o, engine) => migrateOn(o, engine.logger, retentionPlan(engine.sites)),
 })
 
 /** The URL without user info, for logs. */

@@ -268,12 +268,17 @@ export interface SqlRunner {
  * Creates the database and tables, adds columns that an older table lacks, raises the deduplication
  * window. Idempotent: a second run changes nothing and says so. Returns one line per action.
  */
-export async function migrateTables(run: SqlRunner, target: TableTarget, retention?: RetentionPlan): Promise<string[]> {
-  const [versionRow] = await run.select('SELECT version() AS version')
+export async function migrateTables(
+  server: SqlRunner,
+  target: TableTarget,
+  retention?: RetentionPlan,
+): Promise<string[]> {
+  const [versionRow] = await server.select('SELECT version() AS version')
   const caps = capsFor(String(versionRow?.version ?? ''))
   const settings = ddlSettings(caps)
   const lines: string[] = [`ClickHouse ${caps.version}${target.cluster ? `, cluster ${target.cluster}` : ''}`]
   const db = target.database
+  const run = target.cluster ? clusterRunner(server, target, caps, lines) : server
 
   // On a cluster every statement runs even when this host has the object: another host may lack it.
   const dbExists = await run.select(`SELECT name FROM system.databases WHERE name = ${literal(db)}`)
@@ -467,6 +472,46 @@ export async function applyRetention(
   return lines
 }
 
+/** Seconds an ON CLUSTER statement waits for every host before the migration goes on without it. */
+export const CLUSTER_DDL_WAIT_S = 5
+
+/**
+ * ON CLUSTER statements with a bounded wait. A host that is down makes the server report a timeout
+ * (code 159) after distributed_ddl_task_timeout (180 s by default) although the statement stays
+ * queued and the host runs it when it returns; `serve` migrates before it listens, so one dead replica
+ * must not hold start-up for minutes. After the first such timeout the other statements are queued
+ * without waiting. 18.16's LowCardinality error under ON CLUSTER gets the operator's fix attached.
+ */
+function clusterRunner(run: SqlRunner, target: TableTarget, caps: ServerCaps, lines: string[]): SqlRunner {
+  let wait = CLUSTER_DDL_WAIT_S
+  return {
+    select: (sql) => run.select(sql),
+    async exec(sql, settings) {
+      if (!/ ON CLUSTER /.test(sql)) return run.exec(sql, settings)
+      try {
+        await run.exec(sql, { ...settings, distributed_ddl_task_timeout: wait })
+      } catch (error) {
+        const message = error instanceof Error ? error.message : String(error)
+        if (/\bCode: 159\b/.test(message) && /unfinished hosts/.test(message)) {
+          if (wait > 0) {
+            lines.push(
+              `cluster ${target.cluster}: some hosts did not answer within ${wait} s; the statements are queued and they run them when they return`,
+            )
+          }
+          wait = 0
+          return
+        }
+        if (caps.lowCardinalitySetting && /\bCode: 44\b/.test(message) && /LowCardinality/.test(message)) {
+          throw new Error(
+            `${message.split('\n')[0]} — on ClickHouse 18.x the ON CLUSTER DDL ignores the session's settings: put <allow_experimental_low_cardinality_type>1</allow_experimental_low_cardinality_type> in the default profile (users.xml) of every server of cluster ${target.cluster}`,
+          )
+        }
+        throw error
+      }
+    },
+  }
+}
+
 /** Tables created before this sink (or by hand) may lack the window that makes tokens work. */
 async function raiseDedupWindow(
   run: SqlRunner,
@@ -480,13 +525,20 @@ async function raiseDedupWindow(
     : caps.dedupTokens
       ? 'non_replicated_deduplication_window'
       : undefined
-  // 18.16 cannot MODIFY SETTING; its plain MergeTree has no deduplication at all (documented gap).
-  if (!setting || !caps.dedupTokens) return false
+  // 18.16's plain MergeTree has no deduplication at all (documented gap).
+  if (!setting) return false
   const [row] = await run.select(
     `SELECT engine_full FROM system.tables WHERE database = ${literal(target.database)} AND name = ${literal(table)}`,
   )
   const current = new RegExp(`${setting} = (\\d+)`).exec(String(row?.engine_full ?? ''))
   if (current && Number(current[1]) >= DEDUP_WINDOW) return false
+  if (!caps.dedupTokens) {
+    // 18.16 cannot MODIFY SETTING: only CREATE sets the window. A table made elsewhere keeps its own.
+    lines.push(
+      `${target.database}.${table} has ${setting} = ${current?.[1] ?? 'the default (100)'}, below ${DEDUP_WINDOW}; ClickHouse ${caps.version} cannot change it: recreate the table to make retries safe under load`,
+    )
+    return false
+  }
   await run.exec(
     `ALTER TABLE ${ident(target.database)}.${ident(table)}${onCluster(target)} MODIFY SETTING ${setting} = ${DEDUP_WINDOW}`,
   )

@@ -84,6 +84,11 @@ export interface StartOptions {
   extraConfig?: string
   /** Server time zone; UTC unless a test checks time zone independence. */
   timezone?: string
+  /** Fixed ports (a cluster's config names every member's ports before they start); free ones otherwise. */
+  httpPort?: number
+  tcpPort?: number
+  /** Extra XML inside the default profile of users.xml (settings the distributed DDL worker also uses). */
+  profileSettings?: string
 }
 
 /** Starts a fresh server, or returns undefined (after a warning) when no binary is installed. */
@@ -94,8 +99,8 @@ export async function startClickHouse(options: StartOptions = {}): Promise<Click
   }
   const binary = clickhouseBinary
   const dir = mkdtempSync(join(tmpdir(), 'clickhouse-test-'))
-  const httpPort = await freePort()
-  const tcpPort = await freePort()
+  const httpPort = options.httpPort ?? (await freePort())
+  const tcpPort = options.tcpPort ?? (await freePort())
   for (const sub of ['data', 'tmp', 'user_files', 'format_schemas']) mkdirSync(join(dir, sub), { recursive: true })
   const configPath = join(dir, 'config.xml')
   writeFileSync(
@@ -125,7 +130,7 @@ export async function startClickHouse(options: StartOptions = {}): Promise<Click
     join(dir, 'users.xml'),
     `<?xml version="1.0"?>
 <yandex>
-  <profiles><default><max_memory_usage>2000000000</max_memory_usage></default></profiles>
+  <profiles><default><max_memory_usage>2000000000</max_memory_usage>${options.profileSettings ?? ''}</default></profiles>
   <users><default><password></password><networks><ip>127.0.0.1</ip><ip>::1</ip></networks><profile>default</profile><quota>default</quota></default></users>
   <quotas><default><interval><duration>3600</duration><queries>0</queries><errors>0</errors><result_rows>0</result_rows><read_rows>0</read_rows><execution_time>0</execution_time></interval></default></quotas>
 </yandex>
