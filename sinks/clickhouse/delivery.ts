@@ -205,11 +205,13 @@ export class Lane {
       await this.o.spool.append({ id: target.id, rows: lines.length, payload: encoder.encode(lines.join('\n')) })
     } catch (error) {
       target.rows -= lines.length
-      // Kept, in order, for the next commit: a 503 promises nothing, but loses nothing either.
-      this.lines = lines.concat(this.lines)
+      // Their requests are answered 503 "not stored": keeping the rows would store an event its
+      // sender may send again, and a backlog larger than the spool's room could never be committed.
+      this.droppedRows += lines.length
+      this.o.stats.rowsFailed += lines.length
       const problem = error instanceof SpoolFullError ? 'spool is full' : `spool write failed: ${String(error)}`
       if (this.spoolProblem !== problem) {
-        this.o.logger.error('Sink cannot make rows durable; answering 503 until the spool takes them.', {
+        this.o.logger.error('Sink cannot make rows durable; answering 503 (not stored) until the spool takes them.', {
           sink: this.o.sink,
           table: this.o.table,
           reason: problem,
@@ -365,10 +367,12 @@ export class Lane {
       if (this.memory.length > 0 && (waiting || backlog)) await this.spill()
       if (waiting) return this.closing
       if (this.closing && this.o.spool.records > 0) return true
-      const entry = this.o.spool.peek()
+      // Records that share an id are one batch (written by ack: durable; a switch back to received
+      // must not send them apart under one token, which a deduplicating server would half drop).
+      const run = this.headRun()
       let batch: Batch | undefined
-      if (entry) {
-        batch = await this.readSpooled(entry)
+      if (run.length > 0) {
+        batch = await this.readRun(run)
         if (!batch) continue
       } else {
         batch = this.memory[0]
@@ -389,7 +393,7 @@ export class Lane {
           continue
         }
         await this.deadLetter(batch, failure)
-        await this.remove(entry, batch)
+        await this.remove(run, batch)
         continue
       }
       this.o.stats.rowsWritten += batch.rows
@@ -399,7 +403,7 @@ export class Lane {
       }
       this.failure = undefined
       this.retryDelay = 0
-      await this.remove(entry, batch)
+      await this.remove(run, batch)
     }
   }
 
@@ -462,19 +466,24 @@ export class Lane {
     return run
   }
 
-  /** The records of one batch as one payload; a corrupt one sends the batch to the dead letters. */
+  /**
+   * The records of one batch as one payload, or undefined when none could be read. A record that
+   * fails its checksum goes to the dead letters alone (and is acknowledged with the others).
+   */
   private async readRun(run: SpoolEntry[]): Promise<Batch | undefined> {
     const parts: Uint8Array[] = []
     let rows = 0
-    try {
-      for (const entry of run) {
+    for (const entry of run) {
+      try {
         parts.push(await this.o.spool.read(entry))
         rows += entry.rows
+      } catch (error) {
+        if (!(error instanceof SpoolCorruptError)) throw error
+        const failure: Failure = { kind: 'malformed', code: undefined, summary: error.message, message: error.message }
+        await this.deadLetter({ id: entry.id, rows: entry.rows, payload: new Uint8Array() }, failure)
       }
-    } catch (error) {
-      if (!(error instanceof SpoolCorruptError)) throw error
-      const failure: Failure = { kind: 'malformed', code: undefined, summary: error.message, message: error.message }
-      await this.deadLetter({ id: run[0]!.id, rows, payload: joinLines(parts) }, failure)
+    }
+    if (parts.length === 0) {
       for (const entry of run) await this.o.spool.ack(entry)
       return undefined
     }
@@ -514,21 +523,9 @@ export class Lane {
     }
   }
 
-  private async readSpooled(entry: SpoolEntry): Promise<Batch | undefined> {
-    try {
-      return { id: entry.id, rows: entry.rows, payload: await this.o.spool.read(entry) }
-    } catch (error) {
-      if (!(error instanceof SpoolCorruptError)) throw error
-      const failure: Failure = { kind: 'malformed', code: undefined, summary: error.message, message: error.message }
-      await this.deadLetter({ id: entry.id, rows: entry.rows, payload: new Uint8Array() }, failure)
-      await this.o.spool.ack(entry)
-      return undefined
-    }
-  }
-
-  private async remove(entry: SpoolEntry | undefined, batch: Batch): Promise<void> {
-    if (entry) {
-      await this.o.spool.ack(entry)
+  private async remove(run: SpoolEntry[], batch: Batch): Promise<void> {
+    if (run.length > 0) {
+      for (const entry of run) await this.o.spool.ack(entry)
       return
     }
     this.memory.shift()

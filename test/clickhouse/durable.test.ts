@@ -150,13 +150,16 @@ describe.skipIf(!clickhouseBinary)('ack: durable against ClickHouse 18.16', () =
       config('durable_full', stateDir, 'durable', { spoolLimitMb: 1 }),
       scratch.path,
     )
+    let refusedSeq = -1
     await ch.stop()
     try {
       let refused: Response | undefined
       for (let seq = 0; seq < 20_000 && !refused; seq++) {
         const response = await fetch(streamRequest(engine.url, seq))
-        if (response.status === 503) refused = response
-        else expect(response.status).toBe(202)
+        if (response.status === 503) {
+          refused = response
+          refusedSeq = seq
+        } else expect(response.status).toBe(202)
         await response.arrayBuffer()
       }
       expect(refused?.status).toBe(503)
@@ -169,5 +172,10 @@ describe.skipIf(!clickhouseBinary)('ack: durable against ClickHouse 18.16', () =
     }
     await until(async () => (await fetch(streamRequest(engine.url, 50_000))).status === 202, 30_000)
     expect(await engine.stop()).toBe(0)
+    // "Not stored" holds: a sender that retries the refused event does not make a duplicate.
+    const stored = await storedSeqs('durable_full')
+    expect(stored).not.toContain(refusedSeq)
+    expect(stored).toContain(refusedSeq - 1)
+    expect(stored).toContain(50_000)
   }, 120_000)
 })
