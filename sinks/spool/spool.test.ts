@@ -51,7 +51,7 @@ describe('spool', () => {
     expect(seen.map((s) => s.split(':')[0])).toEqual(['0', '1', '2', '3', '4'])
     expect(spool.records).toBe(0)
     expect(budget.usedBytes).toBe(0)
-    expect(readdirSync(dir)).toEqual([])
+    expect(readdirSync(dir).filter((n) => n.endsWith('.seg') || n.endsWith('.ack'))).toEqual([])
     await spool.close()
   })
 
@@ -114,4 +114,21 @@ describe('spool', () => {
     const line = JSON.parse(readFileSync(path, 'utf8').trim())
     expect(line).toMatchObject({ table: 't', id: 'x', rows: 1, error: 'Code: 27', payload: '{"a":1}' })
   })
+})
+
+test('a folder held by another live process is refused; one left by a dead process is taken over', async () => {
+  const dir = tempDir()
+  const holder = Bun.spawn(['sleep', '30'])
+  try {
+    writeFileSync(join(dir, '.lock'), String(holder.pid))
+    await expect(Spool.open(dir, new SpoolBudget(1 << 20))).rejects.toThrow(`in use by process ${holder.pid}`)
+  } finally {
+    holder.kill('SIGKILL')
+    await holder.exited
+  }
+  // The holder died without closing: its lock no longer counts.
+  const spool = await openSpool(dir, new SpoolBudget(1 << 20))
+  expect(readFileSync(join(dir, '.lock'), 'utf8')).toBe(String(process.pid))
+  await spool.close()
+  expect(existsSync(join(dir, '.lock'))).toBe(false)
 })

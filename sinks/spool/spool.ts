@@ -13,7 +13,7 @@
 // token on every attempt, so a replayed batch is recognised by servers that support tokens.
 
 import { close, fdatasync, mkdirSync, open, read, write } from 'node:fs'
-import { appendFile, mkdir, readdir, rm, stat, truncate } from 'node:fs/promises'
+import { appendFile, mkdir, readdir, readFile, rm, stat, truncate, writeFile } from 'node:fs/promises'
 import { dirname, join } from 'node:path'
 import { promisify } from 'node:util'
 import { crc32 } from 'node:zlib'
@@ -111,6 +111,8 @@ export class Spool {
   /** Opens (creating) a spool folder, drops what was fully delivered and cuts a torn last record. */
   static async open(dir: string, budget: SpoolBudget, options: SpoolOptions = {}): Promise<Spool> {
     await mkdir(dir, { recursive: true })
+    // Two writers on one folder would cut each other's tails and delete each other's segments.
+    await lockFolder(dir)
     const names = (await readdir(dir)).filter((n) => /^\d{12}\.seg$/.test(n)).sort()
     const segments: Segment[] = []
     for (const name of names) {
@@ -227,10 +229,12 @@ export class Spool {
   /** Waits for pending writes and releases the open segment. The files stay for the next start. */
   close(): Promise<void> {
     return this.serial(async () => {
+      if (this.closed) return
       this.closed = true
       const fd = this.writing?.fd
       this.writing = undefined
       if (fd !== undefined) await closeAsync(fd)
+      await unlockFolder(this.dir)
     })
   }
 
@@ -419,4 +423,44 @@ function parseHeader(text: string): { id: string; rows: number; bytes: number; c
     // A torn header is not JSON; the caller treats it as the end of the segment.
   }
   return undefined
+}
+
+/**
+ * Takes a folder for this spool: refused while another live process holds it (a lock file with its
+ * pid); a lock left by a process that died (kill -9) is taken over. Within one process the sinks'
+ * default folders differ by destination, so the lock is per process.
+ */
+async function lockFolder(dir: string): Promise<void> {
+  const lock = join(dir, '.lock')
+  for (let attempt = 0; attempt < 2; attempt++) {
+    try {
+      await writeFile(lock, String(process.pid), { flag: 'wx' })
+      return
+    } catch (error) {
+      if ((error as NodeJS.ErrnoException).code !== 'EEXIST') throw error
+    }
+    const pid = Number((await readFile(lock, 'utf8').catch(() => '')).trim())
+    if (pid === process.pid) return
+    if (Number.isInteger(pid) && pid > 0 && isAlive(pid)) {
+      throw new Error(
+        `the spool folder ${dir} is in use by process ${pid}; give each engine its own stateDir or spoolDir`,
+      )
+    }
+    await rm(lock, { force: true })
+  }
+  throw new Error(`cannot lock the spool folder ${dir}`)
+}
+
+async function unlockFolder(dir: string): Promise<void> {
+  await rm(join(dir, '.lock'), { force: true })
+}
+
+function isAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0)
+    return true
+  } catch (error) {
+    // EPERM: it exists, under another user.
+    return (error as NodeJS.ErrnoException).code === 'EPERM'
+  }
 }

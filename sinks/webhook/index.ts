@@ -132,8 +132,11 @@ export default defineSink({
       o.template === undefined ? undefined : compileTemplate(o.template, 'template')
     const wantedName = nameFilter(o.events)
     const wantedSite = siteFilter(o.sites)
-    // The spool folder follows the URL, so a restart with the same config finds its backlog.
-    const hash = createHash('sha256').update(o.url).digest('hex').slice(0, 12)
+    // The spool folder follows the destination and what is sent to it, so a restart with the same
+    // config finds its backlog and two entries for one URL (other events, another template) do not
+    // share one; two identical entries are refused by the spool's lock.
+    const identity = JSON.stringify([o.url, o.events, o.sites, o.template ?? null, o.body])
+    const hash = createHash('sha256').update(identity).digest('hex').slice(0, 12)
     const spoolDir = o.spoolDir ? engine.resolvePath(o.spoolDir) : join(engine.stateDir, 'spool', `webhook-${hash}`)
     let spool: Spool
     try {
