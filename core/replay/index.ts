@@ -283,6 +283,8 @@ export async function runReplay(engine: Engine, options: ReplayOptions, io: Repl
   const failedRows = () => engine.sinks.reduce((n, s) => n + s.stats.rowsFailed, 0)
   let failedBefore = failedRows()
   let sinkLoss = false
+  /** A replayed request the engine answered 5xx or failed on: not stored, so the run stops (exit 4). */
+  let serverFailure = false
   /** Flushes the sinks; only then marks the chunk's records as replayed. */
   const checkpoint = async () => {
     if (sinkLoss) pending.clear()
@@ -337,15 +339,21 @@ export async function runReplay(engine: Engine, options: ReplayOptions, io: Repl
       peerIp: record.peerIp,
       receivedAt: record.receivedAt,
     }
+    let status: number
     try {
-      const response = await match.route.handle(req, ingest)
-      if (response.status >= 400) counts.refused++
+      status = (await match.route.handle(req, ingest)).status
     } catch (error) {
-      counts.refused++
+      status = 500
       engine.logger.throttled('replay:route', 'error', 'A dialect failed on a replayed request.', {
         error: (error as Error).name,
       })
     }
+    if (status >= 500) {
+      // Not stored (a full spool under ack: durable, a dialect fault): a rerun must send it again.
+      pending.delete(id)
+      serverFailure = true
+    }
+    if (status >= 400) counts.refused++
     return undefined
   }
 
@@ -427,7 +435,7 @@ export async function runReplay(engine: Engine, options: ReplayOptions, io: Repl
   let failure: string | undefined
   try {
     for (const input of options.inputs) {
-      if (stopRequested || sinkLoss) break
+      if (stopRequested || sinkLoss || serverFailure) break
       const name = input === '-' ? 'stdin' : input
       const stream = input === '-' ? io.stdin : createReadStream(input)
       current = stream
@@ -449,12 +457,12 @@ export async function runReplay(engine: Engine, options: ReplayOptions, io: Repl
           )
         }
         if (pending.size >= options.chunkSize) await checkpoint()
-        if (sinkLoss) break
+        if (sinkLoss || serverFailure) break
       }
       if (input !== '-') stream.destroy()
     }
     // An unfinished row group at a stop may still miss session rows: it is left for the next run.
-    if (!stopRequested && !sinkLoss) closeGroup()
+    if (!stopRequested && !sinkLoss && !serverFailure) closeGroup()
   } catch (error) {
     failure = (error as Error).message
   }
@@ -473,7 +481,7 @@ export async function runReplay(engine: Engine, options: ReplayOptions, io: Repl
 
   const status = failure
     ? 'failed'
-    : sinkLoss
+    : sinkLoss || serverFailure
       ? 'sink_failed'
       : stopRequested
         ? 'interrupted'
@@ -500,7 +508,7 @@ export async function runReplay(engine: Engine, options: ReplayOptions, io: Repl
   } else out.write(`${JSON.stringify(summary)}\n`)
 
   if (failure) return EXIT.sinkFailed
-  if (sinkLoss) return EXIT.sinkFailed
+  if (sinkLoss || serverFailure) return EXIT.sinkFailed
   if (stopRequested) return EXIT.interrupted
   return counts.invalid ? EXIT.invalidLines : EXIT.done
 }

@@ -55,9 +55,10 @@ function summaryOf(stderr: string): Record<string, unknown> {
   return line ? JSON.parse(line) : {}
 }
 
-async function replay(args: string[], stdin?: string): Promise<Run> {
+async function replay(args: string[], stdin?: string, env: Record<string, string> = {}): Promise<Run> {
   const proc = Bun.spawn([process.execPath, cli, 'replay', ...args], {
     cwd: root,
+    env: { ...process.env, ...env },
     stdin: stdin === undefined ? 'ignore' : new Blob([stdin]),
     stdout: 'pipe',
     stderr: 'pipe',
@@ -813,4 +814,37 @@ http {
     ])
     expect(backfill.summary).toMatchObject({ accepted: 2, filtered: TRAFFIC.length })
   })
+})
+
+test('a request the engine answers 5xx is not recorded: the run stops with exit 4 and a rerun sends it', async () => {
+  const stateDir = tempDir('replay-state-')
+  const dir = tempDir('replay-config-')
+  // A dialect that fails on one path: what a full spool under ack: durable does to a request.
+  const dialect = join(dir, 'flaky-dialect.ts')
+  writeFileSync(
+    dialect,
+    `import { Type } from '@sinclair/typebox'
+import { definePlugin } from '${join(import.meta.dir, '../../core/plugin.ts')}'
+export default definePlugin({
+  name: 'flaky', stage: 'parse', summary: 'fails on /fail', options: Type.Object({}),
+  setup() {
+    return { routes: [{ method: 'POST', path: '/:what', handle(req) {
+      if (req.params.what === 'fail' && !process.env.FLAKY_FIXED) throw new Error('boom')
+      return new Response('ok', { status: 202 })
+    } }] }
+  },
+})
+`,
+  )
+  const config = join(dir, 'analytics.yaml')
+  writeFileSync(config, `stateDir: ${stateDir}\nplugins: [${dialect}]\nsinks: [memory]\n`)
+  const record = (path: string) => JSON.stringify({ method: 'POST', path, headers: {}, body: '{}' })
+  const input = [record('/ok'), record('/fail'), record('/later')].join('\n')
+  const first = await replay(['--config', config, '-'], input)
+  expect(first.code).toBe(4)
+  expect(first.summary).toMatchObject({ replay: 'sink_failed', refused: 1 })
+  // The rerun skips what was done and sends the failed record again.
+  const second = await replay(['--config', config, '-'], input, { FLAKY_FIXED: '1' })
+  expect(second.code).toBe(0)
+  expect(second.summary).toMatchObject({ replay: 'done', duplicates: 1 })
 })
