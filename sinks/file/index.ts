@@ -164,7 +164,7 @@ export function createFileSink(module = 'chdb') {
       const sessions = files.get(SESSIONS_TABLE)
       const all = [...files.values()]
       const flushAll = () => Promise.all(all.map((f) => f.flush())).then(() => {})
-      const timer = setInterval(() => void flushAll(), o.flushIntervalMs)
+      const timer = setInterval(() => flushAll().catch(() => {}), o.flushIntervalMs)
       timer.unref?.()
       let closed = false
       return {
@@ -183,6 +183,15 @@ export function createFileSink(module = 'chdb') {
           // Every file is finished and published: nothing stays half-written at shutdown.
           await Promise.all(all.map((f) => f.rotate()))
           await parquet?.close()
+          // Rows the disk refused to the end: counted and said, not silently gone.
+          const unwritten = all.reduce((n, f) => n + f.queuedRows, 0)
+          if (unwritten > 0) {
+            stats.rowsFailed += unwritten
+            engine.logger.error('File sink closed with rows the disk refused; they are lost.', {
+              sink: 'file',
+              rows: unwritten,
+            })
+          }
         },
         health() {
           const problems = all.filter((f) => f.problem !== undefined)

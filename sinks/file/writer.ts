@@ -138,7 +138,8 @@ export class TableFile {
     await mkdir(dirname(final), { recursive: true })
     const fd = await openAsync(final + PARTIAL, 'wx', 0o640)
     // Age rotation from the file's first row: an idle table opens no file and rotates nothing.
-    const timer = setTimeout(() => void this.rotate(), this.o.rotateSeconds * 1000)
+    // rotate() never rejects (rotateNow reports its own failures), but a timer must not risk the process.
+    const timer = setTimeout(() => this.rotate().catch(() => {}), this.o.rotateSeconds * 1000)
     timer.unref?.()
     this.current = { fd, final, bytes: 0, timer }
     return this.current
@@ -149,11 +150,25 @@ export class TableFile {
     if (file) {
       this.current = undefined
       clearTimeout(file.timer)
-      await closeAsync(file.fd)
-      await this.publish({ partial: file.final + PARTIAL, final: file.final, table: this.o.table })
+      const staged = { partial: file.final + PARTIAL, final: file.final, table: this.o.table }
+      try {
+        await closeAsync(file.fd)
+        await this.publish(staged)
+      } catch (error) {
+        // A read-only remount, a staging file moved away: keep it for the next rotation or start.
+        this.unconverted.push(staged)
+        this.fail(`publishing ${file.final} failed: ${(error as NodeJS.ErrnoException).code ?? String(error)}`)
+      }
     }
-    // Conversions that failed before get another chance now.
-    for (const pending of this.unconverted.splice(0)) await this.publish(pending)
+    // Conversions and renames that failed before get another chance now.
+    for (const pending of this.unconverted.splice(0)) {
+      try {
+        await this.publish(pending)
+      } catch (error) {
+        this.unconverted.push(pending)
+        this.fail(`publishing ${pending.final} failed: ${(error as NodeJS.ErrnoException).code ?? String(error)}`)
+      }
+    }
   }
 
   private async publish(staged: Staged): Promise<void> {
