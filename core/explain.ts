@@ -85,8 +85,14 @@ export function matchRoute(pattern: string, path: string): Record<string, string
   const params: Record<string, string> = {}
   for (let i = 0; i < want.length; i++) {
     const w = want[i]!
-    if (w.startsWith(':')) params[w.slice(1)] = decodeURIComponent(got[i]!)
-    else if (w !== got[i]) return undefined
+    if (w.startsWith(':')) {
+      try {
+        params[w.slice(1)] = decodeURIComponent(got[i]!)
+      } catch {
+        // A bad %-escape: no route takes it, as the server would answer.
+        return undefined
+      }
+    } else if (w !== got[i]) return undefined
   }
   return params
 }
@@ -101,7 +107,7 @@ export async function explain(engine: Engine, input: ExplainInput): Promise<Expl
     name: p.name,
     stage: p.definition.stage,
     mode: p.mode,
-    options: engine.config.plugins[i]?.options,
+    options: withoutSecrets(engine.config.plugins[i]?.options),
   }))
   const report: ExplainReport = {
     request: { method, path: input.path, peer },
@@ -186,6 +192,7 @@ async function traceEvent(engine: Engine, event: AnalyticsEvent): Promise<EventT
     steps: [],
     rows: { events_v2: [], sessions_v2: [] },
   }
+  if (engine.pipeline.steps.some((s) => s.report)) delete event.props[WOULD_DROP_PROP]
   for (const step of engine.pipeline.steps) {
     const before = snapshot(event)
     const entry: StepTrace = { plugin: step.name, stage: step.stage, verdict: 'pass', changes: {} }
@@ -239,6 +246,33 @@ function diff(before: Map<string, string>, after: Map<string, string>): Record<s
     if (was !== value) out[key] = [was, value]
   }
   return out
+}
+
+const SECRET_KEY = /pass(word)?|secret|token|api_?key|^key$|authorization/i
+
+/**
+ * Options as printed: values of secret-looking keys hidden, credentials cut out of URLs (`${VAR}`
+ * substitution has put the real ones in), so a report can be pasted into an issue.
+ */
+export function withoutSecrets(value: unknown, key = ''): unknown {
+  if (typeof value === 'string') {
+    if (key !== '' && SECRET_KEY.test(key) && value !== '') return '(hidden)'
+    if (!value.includes('@') || !value.includes('://')) return value
+    try {
+      const url = new URL(value)
+      if (url.username === '' && url.password === '') return value
+      url.username = ''
+      url.password = ''
+      return url.toString()
+    } catch {
+      return value
+    }
+  }
+  if (Array.isArray(value)) return value.map((v) => withoutSecrets(v, key))
+  if (value && typeof value === 'object') {
+    return Object.fromEntries(Object.entries(value).map(([k, v]) => [k, withoutSecrets(v, k)]))
+  }
+  return value
 }
 
 /** The report as text for a terminal. */

@@ -30,6 +30,9 @@ const REPORTED = Symbol('reported')
 const PLUGIN_ERROR_DROP: Drop = Object.freeze({ kind: 'drop', reason: PLUGIN_ERROR, plugin: 'core' })
 
 export class Pipeline {
+  /** Whether any step reports instead of dropping: then `would_drop` is the engine's key alone. */
+  private readonly reporting: boolean
+
   constructor(
     readonly steps: readonly Step[],
     private readonly sinks: readonly { name: string; instance: SinkInstance }[],
@@ -37,7 +40,9 @@ export class Pipeline {
     private readonly logger: Logger,
     /** Per-site, per-minute counts for sinks that store them; absent when no sink does. */
     private readonly counters?: DropCounters,
-  ) {}
+  ) {
+    this.reporting = steps.some((s) => s.report)
+  }
 
   /** Runs the events in order; one outcome per event (`undefined` = accepted). */
   process(events: AnalyticsEvent[]): RunResult[] | Promise<RunResult[]> {
@@ -51,6 +56,8 @@ export class Pipeline {
   }
 
   processOne(event: AnalyticsEvent): RunResult | Promise<RunResult> {
+    // A client must not hide a verdict, or fake one, by sending the tag itself.
+    if (this.reporting && event.props[WOULD_DROP_PROP] !== undefined) delete event.props[WOULD_DROP_PROP]
     const steps = this.steps
     for (let i = 0; i < steps.length; i++) {
       const step = steps[i]!

@@ -5,6 +5,7 @@ import { afterAll, describe, expect, test } from 'bun:test'
 import { existsSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join, resolve } from 'node:path'
+import { withoutSecrets } from '../../core/explain.ts'
 import { TEST_UA } from '../../core/testing.ts'
 
 const root = resolve(import.meta.dir, '../..')
@@ -147,4 +148,35 @@ describe('explain', () => {
       expect(text).not.toContain('Chrome/')
     }
   })
+})
+
+test('options are printed without secrets: credentials cut from URLs, secret-looking keys hidden', () => {
+  expect(
+    withoutSecrets({
+      store: 'redis',
+      redis: { url: 'redis://:s3cret@cache.internal:6379/2', keyPrefix: 'analytics:' },
+      headers: { authorization: 'Bearer abc', 'x-site': 'shop' },
+      password: 'hunter2',
+      lists: ['https://example.com/spammers.txt'],
+    }),
+  ).toEqual({
+    store: 'redis',
+    redis: { url: 'redis://cache.internal:6379/2', keyPrefix: 'analytics:' },
+    headers: { authorization: '(hidden)', 'x-site': 'shop' },
+    password: '(hidden)',
+    lists: ['https://example.com/spammers.txt'],
+  })
+})
+
+test('a client-sent would_drop prop is removed when a plugin reports, so a verdict cannot be faked or hidden', async () => {
+  // On a path shield-page reports: the engine's reason replaces the client's.
+  const browser = pageview(TEST_UA, '/admin/y')
+  ;(browser.body as Record<string, unknown>).p = { would_drop: 'nothing to see' }
+  const kept = JSON.parse((await run(['--json', 'explain', '-c', config, '-'], JSON.stringify(browser))).stdout)
+  expect(kept.events[0].rows.events_v2[0]['meta.value']).toEqual(['site_page_blocklist'])
+  // Where nothing reports: no tag at all, whatever the client sent.
+  const plain = pageview(TEST_UA, '/fine')
+  ;(plain.body as Record<string, unknown>).p = { would_drop: 'nothing to see' }
+  const clean = JSON.parse((await run(['--json', 'explain', '-c', config, '-'], JSON.stringify(plain))).stdout)
+  expect(clean.events[0].rows.events_v2[0]['meta.key']).toEqual([])
 })
