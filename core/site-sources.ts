@@ -94,11 +94,18 @@ function bunSql(): BunSqlConstructor | undefined {
   return (globalThis as { Bun?: { SQL?: BunSqlConstructor } }).Bun?.SQL
 }
 
-/** `postgres://host:port/db` or `https://host/path`: the URL without user info, query or fragment. */
+/**
+ * `postgres://host:port/db` or `https://host/path`: the URL without user info, query or fragment,
+ * and without path segments long enough to be tokens (`/sites/<token>` shows as `/sites/…`).
+ */
 export function redactUrl(text: string): string {
   try {
     const u = new URL(text)
-    return `${u.protocol}//${u.host}${u.pathname}`
+    const path = u.pathname
+      .split('/')
+      .map((segment) => (segment.length >= 16 ? '…' : segment))
+      .join('/')
+    return `${u.protocol}//${u.host}${path}`
   } catch {
     return '(invalid url)'
   }

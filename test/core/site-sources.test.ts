@@ -188,3 +188,11 @@ describe('check', () => {
     expect(await new Response(plain.stdout).text()).toContain('retention: forever (rows are never deleted)\n')
   })
 })
+
+test('a source URL is shown without credentials, query, or path segments long enough to be tokens', async () => {
+  const { redactUrl } = await import('../../core/site-sources.ts')
+  expect(
+    redactUrl('https://admin:pw@sites.example/v1/agency/8f14e45fceea167a5a36dedd4bea2543/sites.json?token=x'),
+  ).toBe('https://sites.example/v1/agency/…/sites.json')
+  expect(redactUrl('postgres://user:pw@db.internal:5432/analytics')).toBe('postgres://db.internal:5432/analytics')
+})
