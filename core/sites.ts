@@ -69,6 +69,8 @@ export interface SiteTable {
   byId(id: string): Site | undefined
   /** Configured sites, in config order. */
   list(): readonly Site[]
+  /** Whether any configured site holds the key of this SHA-256 digest (one lookup, whatever the sites). */
+  hasKey(digest: Uint8Array): boolean
 }
 
 const NO_SHIELDS: Shields = Object.freeze({ ip: [], country: [], page: [], hostname: [] }) as Shields
@@ -102,6 +104,7 @@ export function createSiteTable(config: SiteConfig[] | 'any', retentionDays?: nu
     byDomain: (domain) => state.byDomain.get(domain) ?? (state.any && domain !== '' ? state.derive(domain) : undefined),
     byId: (id) => state.byId.get(id) ?? (state.any && id !== '' ? state.derive(id) : undefined),
     list: () => state.sites,
+    hasKey: (digest) => state.keyDigests.has(Buffer.from(digest).toString('hex')),
     replace(next, days) {
       // null clears the global retention; undefined keeps it.
       state = buildState(next, days === undefined ? state.retentionDays : (days ?? undefined))
@@ -112,6 +115,8 @@ export function createSiteTable(config: SiteConfig[] | 'any', retentionDays?: nu
 function buildState(config: SiteConfig[] | 'any', retentionDays: number | undefined) {
   const byDomain = new Map<string, Site>()
   const byId = new Map<string, Site>()
+  // Digests, not keys: a lookup's timing can tell only about a SHA-256, which no guess can aim at.
+  const keyDigests = new Set<string>()
   const sites: Site[] = []
   if (config !== 'any') {
     for (const c of config) {
@@ -137,6 +142,7 @@ function buildState(config: SiteConfig[] | 'any', retentionDays: number | undefi
       sites.push(site)
       for (const d of domains) byDomain.set(d, site)
       byId.set(String(c.id), site)
+      for (const k of site.keys) keyDigests.add(Buffer.from(k).toString('hex'))
     }
   }
   const any = config === 'any'
@@ -162,5 +168,5 @@ function buildState(config: SiteConfig[] | 'any', retentionDays: number | undefi
     derived.set(domain, site)
     return site
   }
-  return { any, retentionDays, byDomain, byId, sites, derive }
+  return { any, retentionDays, byDomain, byId, sites, keyDigests, derive }
 }
