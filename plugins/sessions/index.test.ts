@@ -208,6 +208,16 @@ describe('back-filled events (a trusted sender’s past timestamps)', () => {
     const first = only(send({}).rows)
     const late = send({ timestamp: T0 - 30 * MIN, pathname: '/late' }).rows
     expect(late[1]!.session_id).toBe(first.session_id)
+    // It is the session's earliest page: the start and the entry move back; the exit and the
+    // session's time stay with the latest event.
+    expect(late[1]).toMatchObject({
+      start: T0 - 30 * MIN,
+      timestamp: T0,
+      duration: 30 * MIN,
+      entry_page: '/late',
+      exit_page: first.exit_page,
+      pageviews: 2,
+    })
   })
 
   test('older events get sessions of their own time, and the live session goes on untouched', async () => {

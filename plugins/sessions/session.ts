@@ -45,8 +45,8 @@ export class Session {
     /** The user id the session started with; kept across a salt rotation (§9). */
     readonly userId: bigint,
     readonly siteId: number,
-    /** Seconds; the first event's time. */
-    readonly start: number,
+    /** Seconds; the earliest event's time (a back-filled earlier event moves it back). */
+    public start: number,
     /** Seconds; the `timestamp` of the last row written, so the next `-1` row repeats it exactly. */
     public timestamp: number,
     /** Seconds; the latest event time seen, engagements included: what the timeout counts from. */
@@ -138,20 +138,28 @@ export function startSession(
 /** Applies a non-engagement event to a live session (§9 "An update"). */
 export function updateSession(session: Session, event: AnalyticsEvent, pages: (s: string) => string): void {
   const t = event.timestamp
+  // Live traffic arrives in order; a back-filled event (a trusted sender's timestamp) may be older
+  // than the session's last event, or than its start: it then neither moves the exit nor the time
+  // backwards, and an earlier one becomes the start (and, for a page, the entry).
+  const earlier = t < session.timestamp
+  const beforeStart = t < session.start
   session.events += 1
   if (event.name === 'pageview') {
     session.pageviews += 1
     const page = pages(event.pathname)
     const host = pages(event.hostname)
-    session.exitPage = page
-    session.exitPageHostname = host
-    if (session.entryPage === '') session.entryPage = page
+    if (!earlier) {
+      session.exitPage = page
+      session.exitPageHostname = host
+    }
+    if (session.entryPage === '' || beforeStart) session.entryPage = page
     if (session.hostname === '') session.hostname = host
   } else if (event.interactive) {
     session.isBounce = 0
   }
   if (session.pageviews >= 2) session.isBounce = 0
-  session.timestamp = t
+  if (beforeStart) session.start = t
+  if (!earlier) session.timestamp = t
   if (t > session.lastSeen) session.lastSeen = t
 }
 
