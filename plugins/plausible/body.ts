@@ -1,6 +1,6 @@
 // Implements spec/plausible-dialect.md §1 (transport): which bodies are read, and how, by content type.
 
-import { hasAmbiguousValue, INVALID_JSON, isAmbiguousNumber, isJsonObject, parseJson } from '../props/index.ts'
+import { hasAmbiguousValue, INVALID_JSON, isAmbiguousNumber, isJsonObject, parseJson } from '../../core/json.ts'
 import { percentDecode } from './url.ts'
 
 /** The request's fields, as decoded from its body. */

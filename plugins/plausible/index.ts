@@ -10,10 +10,10 @@
 
 import { Type } from '@sinclair/typebox'
 import type { AnalyticsEvent } from '../../core/event.ts'
+import { INVALID_JSON, isJsonObject, parseJson } from '../../core/json.ts'
 import type { Drop, Ingest, IngestRequest, Route, RunResult } from '../../core/plugin.ts'
 import { definePlugin } from '../../core/plugin.ts'
 import { anySiteAcceptsKey, bearerDigest, siteAcceptsKey, visitorUserAgent } from '../../core/senders.ts'
-import { INVALID_JSON, isJsonObject, parseJson } from '../props/index.ts'
 import { createBodyReader, NO_PARAMS, needsNumberText, type Params, UNREADABLE } from './body.ts'
 import { createRequestReader, type FieldErrors, type PlausibleRequest, unreadableBody } from './request.ts'
 import { checkWindow, clientTimestampMs } from './timestamp.ts'

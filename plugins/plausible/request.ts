@@ -2,18 +2,10 @@
 // part of §4 (props) and §5 (engagement fields): a request's fields become one validated value
 // shared by every domain's event, or the field errors of a 400.
 
-import {
-  decodeProps,
-  exceedsBytes,
-  isBlank,
-  jsonInteger,
-  jsonIntegerText,
-  PROPS_TOO_LONG,
-  PROPS_TOO_LONG_MESSAGE,
-  RawNumber,
-  sanitiseProps,
-  trimWhitespace,
-} from '../props/index.ts'
+import { jsonInteger, jsonIntegerText, RawNumber } from '../../core/json.ts'
+import { exceedsBytes, isBlank, trimWhitespace } from '../../core/text.ts'
+// The props plugin is the module dialects call for Plausible's custom-property rules (its README).
+import { decodeProps, PROPS_TOO_LONG, PROPS_TOO_LONG_MESSAGE, sanitiseProps } from '../props/index.ts'
 import type { Params } from './body.ts'
 import { pathnameOf, sanitiseHost, splitUrl, type UrlParts } from './url.ts'
 

@@ -2,7 +2,7 @@
 // field `timestamp`, as ISO-8601 text with a zone or as epoch milliseconds, and the window it must
 // fall in. Ordinary (unkeyed) requests never get here: Plausible has no client timestamp (§2).
 
-import { RawNumber } from '../props/index.ts'
+import { RawNumber } from '../../core/json.ts'
 
 /** ISO-8601 date and time with a zone: `2026-11-22T10:15:00Z`, `…T10:15:00.250+01:00`, `…T10:15Z`. */
 const ISO =

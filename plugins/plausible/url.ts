@@ -3,7 +3,7 @@
 // URLs (`about:config`, `/path`, `""`) get the same parts; no URL class, which would reject or
 // normalise them.
 
-import { trimEndWhitespace, trimWhitespace } from '../props/index.ts'
+import { trimEndWhitespace, trimWhitespace } from '../../core/text.ts'
 
 export interface UrlParts {
   /** Lower-cased; '' when absent. */

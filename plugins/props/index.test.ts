@@ -1,6 +1,7 @@
 // Tests spec/plausible-dialect.md §4 (props) through the props module's public API.
 
 import { describe, expect, test } from 'bun:test'
+import { parseWithoutRecursion } from '../../core/json.ts'
 import { setupPlugin } from '../../core/testing.ts'
 import plugin, {
   formatElixirFloat,
@@ -13,7 +14,6 @@ import plugin, {
   sanitiseProps,
   utf8Length,
 } from './index.ts'
-import { parseWithoutRecursion } from './json.ts'
 
 /** Props as the dialect sees them: decoded from the JSON text of a body. */
 function fromJson(text: string, name = 'Signup', pathname = '/page') {

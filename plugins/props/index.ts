@@ -5,7 +5,6 @@
 import { Type } from '@sinclair/typebox'
 import { definePlugin } from '../../core/plugin.ts'
 
-export { formatElixirFloat } from './float.ts'
 export {
   hasAmbiguousValue,
   INVALID_JSON,
@@ -15,7 +14,9 @@ export {
   jsonIntegerText,
   parseJson,
   RawNumber,
-} from './json.ts'
+} from '../../core/json.ts'
+export { exceedsBytes, isBlank, isWhitespace, trimEndWhitespace, trimWhitespace, utf8Length } from '../../core/text.ts'
+export { formatElixirFloat } from './float.ts'
 export {
   decodeProps,
   MAX_KEY_BYTES,
@@ -27,7 +28,6 @@ export {
   propText,
   sanitiseProps,
 } from './sanitise.ts'
-export { exceedsBytes, isBlank, isWhitespace, trimEndWhitespace, trimWhitespace, utf8Length } from './text.ts'
 
 export default definePlugin({
   name: 'props',

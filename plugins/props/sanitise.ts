@@ -1,10 +1,10 @@
 // Implements spec/plausible-dialect.md §4 (props): which pairs survive, how values become strings,
 // the `path` prop of path goals, the 30-prop cut and the 300/2000-byte limit.
 
+import { hasAmbiguousValue, isJsonObject, parseJson, RawNumber } from '../../core/json.ts'
 import { compareBytes } from '../../core/rows.ts'
+import { exceedsBytes, isBlank } from '../../core/text.ts'
 import { formatElixirFloat } from './float.ts'
-import { hasAmbiguousValue, isJsonObject, parseJson, RawNumber } from './json.ts'
-import { exceedsBytes, isBlank } from './text.ts'
 
 export const MAX_PROPS = 30
 export const MAX_KEY_BYTES = 300

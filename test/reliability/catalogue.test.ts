@@ -143,7 +143,7 @@ describe('malformed bodies', () => {
     expect(json(await lynkow(`{"event":"pageview","path":"/","x":${deep}}`))).toEqual(LK_RECEIVED)
   })
 
-  // Regression: the second parse that keeps number text (props/json.ts) overflowed the stack on deep
+  // Regression: the second parse that keeps number text (core/json.ts) overflowed the stack on deep
   // nesting, and a valid body was answered as unparsable.
   test('10^4-deep nesting beside a float prop is still a readable body', async () => {
     const deep = '['.repeat(10_000) + ']'.repeat(10_000)

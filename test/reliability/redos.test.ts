@@ -12,6 +12,7 @@ import { join, relative } from 'node:path'
 import { Glob } from 'bun'
 import ts from 'typescript'
 import type { AnalyticsEvent } from '../../core/event.ts'
+import { parseJson } from '../../core/json.ts'
 import type { PluginDefinition } from '../../core/plugin.ts'
 import { parseAccessLogLine, parseTime } from '../../core/replay/records.ts'
 import { eventFromRow } from '../../core/replay/rows.ts'
@@ -25,7 +26,6 @@ import { isLocalHost } from '../../plugins/lynkow/urls.ts'
 import { createBodyReader } from '../../plugins/plausible/body.ts'
 import { createRequestReader } from '../../plugins/plausible/request.ts'
 import { clientTimestampMs } from '../../plugins/plausible/timestamp.ts'
-import { parseJson } from '../../plugins/props/json.ts'
 import redact from '../../plugins/redact/index.ts'
 import referrer from '../../plugins/referrer/index.ts'
 import spamReferrers from '../../plugins/spam-referrers/index.ts'
@@ -93,6 +93,9 @@ const INVENTORY: Record<string, 'request' | 'config'> = {
   'plugins/lynkow/fields.ts /[-_\\s]/g': 'request',
   'plugins/lynkow/fields.ts /^-?\\d{1,20}(?:\\.\\d{1,20})?$/': 'request',
   'plugins/lynkow/ids.ts /^[0-9a-f]{32}$/i': 'config',
+  // Option names of the config (explain hides secret-looking ones) and salts read back from Redis.
+  'core/explain.ts /pass(word)?|secret|token|api_?key|^key$|authorization/i': 'config',
+  'plugins/user-id/redis-salts.ts /^[0-9a-f]{32}$/': 'config',
   'plugins/lynkow/redact.ts /[A-Za-z0-9]/': 'request',
   'plugins/lynkow/time.ts /^(\\d{4})-(\\d{2})-(\\d{2})(?:[Tt ](\\d{2}):(\\d{2})(?::(\\d{2})(?:[.,](\\d{1,9}))?)?(?:([Zz])|([+-])(\\d{2})(?::?(\\d{2}))?)?)?$/':
     'request',
@@ -105,7 +108,7 @@ const INVENTORY: Record<string, 'request' | 'config'> = {
   'plugins/plausible/timestamp.ts /^(\\d{4})-(\\d{2})-(\\d{2})[Tt ](\\d{2}):(\\d{2})(?::(\\d{2})(?:[.,](\\d{1,9}))?)?(?:([Zz])|([+-])(\\d{2}):?(\\d{2}))$/':
     'request',
   'plugins/plausible/timestamp.ts /^[0-9]{1,15}$/': 'request',
-  'plugins/props/json.ts /[:,[]\\s*-?(?:\\d+[.eE]|\\d{16})/': 'request',
+  'core/json.ts /[:,[]\\s*-?(?:\\d+[.eE]|\\d{16})/': 'request',
   'plugins/redact/redactor.ts new RegExp': 'request',
   'plugins/redact/redactor.ts /[.*+?^${}()|[\\]\\\\]/g': 'config',
   'plugins/referrer/sources.ts /\\/+$/': 'config',
