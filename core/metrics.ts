@@ -34,8 +34,14 @@ export class Metrics {
   readonly sinks: SinkView[] = []
   readonly startedAt = Date.now()
 
+  /** `route` → status → its `requests` key, so counting a request builds no string. */
+  private readonly requestKeys = new Map<string, Map<number, string>>()
+
   request(route: string, status: number): void {
-    const key = `${route} ${status}`
+    let keys = this.requestKeys.get(route)
+    if (keys === undefined) this.requestKeys.set(route, (keys = new Map()))
+    let key = keys.get(status)
+    if (key === undefined) keys.set(status, (key = `${route} ${status}`))
     this.requests.set(key, (this.requests.get(key) ?? 0) + 1)
   }
 
