@@ -39,9 +39,15 @@ export class Metrics {
 
   request(route: string, status: number): void {
     let keys = this.requestKeys.get(route)
-    if (keys === undefined) this.requestKeys.set(route, (keys = new Map()))
+    if (keys === undefined) {
+      keys = new Map()
+      this.requestKeys.set(route, keys)
+    }
     let key = keys.get(status)
-    if (key === undefined) keys.set(status, (key = `${route} ${status}`))
+    if (key === undefined) {
+      key = `${route} ${status}`
+      keys.set(status, key)
+    }
     this.requests.set(key, (this.requests.get(key) ?? 0) + 1)
   }
 
