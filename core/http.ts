@@ -284,10 +284,10 @@ type NativeRoutes = Record<
 >
 
 /**
- * The dialect routes as Bun.serve `routes`, served without Elysia: its per-request context and
- * composed handler cost more than the rest of the HTTP layer together (profiled). Everything else
- * (other methods on these paths, trailing slashes, /health, /metrics, preflights, 404s) falls
- * through to Elysia, which has the same routes mounted.
+ * The dialect routes as Bun.serve `routes`, served without Elysia: its composed per-request handler
+ * took about a fifth of the samples in a CPU profile of the engine under load, and the direct path
+ * needs no context object. Everything else (other methods on these paths, trailing slashes, /health,
+ * /metrics, preflights, 404s) falls through to Elysia, which has the same routes mounted.
  */
 const nativeRoutes = new WeakMap<object, NativeRoutes>()
 
