@@ -39,8 +39,20 @@ export class Metrics {
   /** The site source's state, when sites come from a file, a database or a URL. */
   siteSource: () => SiteSourceStatus | undefined = () => undefined
 
+  /** `route` → status → its `requests` key, so counting a request builds no string. */
+  private readonly requestKeys = new Map<string, Map<number, string>>()
+
   request(route: string, status: number): void {
-    const key = `${route} ${status}`
+    let keys = this.requestKeys.get(route)
+    if (keys === undefined) {
+      keys = new Map()
+      this.requestKeys.set(route, keys)
+    }
+    let key = keys.get(status)
+    if (key === undefined) {
+      key = `${route} ${status}`
+      keys.set(status, key)
+    }
     this.requests.set(key, (this.requests.get(key) ?? 0) + 1)
   }
 

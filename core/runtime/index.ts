@@ -1,8 +1,8 @@
 // The runtime adapters (issue "Runs on Deno as well as Bun"): serving and the client's socket
 // address are the only things the engine needs from the runtime; everything else uses web APIs and
-// `node:` modules that Bun and Deno both provide. On Bun the engine serves through Elysia's own
-// listen (core/http.ts), which maps routes onto Bun's native router and measured faster than a
-// generic fetch handler; other runtimes get a fetch handler through the adapter here.
+// `node:` modules that Bun and Deno both provide. On Bun the engine serves through Bun.serve itself
+// (core/http.ts listenApp): the dialect routes on Bun's native router straight to their handlers,
+// the rest through a fetch handler; other runtimes get a fetch handler through the adapter here.
 
 export interface ServeOptions {
   port: number

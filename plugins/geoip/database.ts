@@ -43,6 +43,25 @@ export function defaultDatabasePath(): string {
   return join(dirname(pkg), 'geo-whois-asn-country.mmdb')
 }
 
+/**
+ * Decoded records by their offset in the file, for the reader's decoder. A country database has a
+ * few hundred distinct records, so nearly every lookup then decodes nothing; a city database has
+ * more, hence the bound (cleared whole when full, like a generation).
+ */
+class RecordCache {
+  private readonly records = new Map<string | number, unknown>()
+  constructor(private readonly limit: number) {}
+  get(offset: string | number): unknown {
+    return this.records.get(offset)
+  }
+  set(offset: string | number, record: unknown): void {
+    if (this.records.size >= this.limit) this.records.clear()
+    this.records.set(offset, record)
+  }
+}
+
+const RECORD_CACHE_LIMIT = 5_000
+
 /** Loads a whole MMDB file (plain or gzipped) into memory; lookups are then synchronous. */
 export function openDatabase(path: string): Reader<Response> {
   if (!existsSync(path)) throw new ConfigError('database', `file not found: ${path}`)
@@ -50,7 +69,7 @@ export function openDatabase(path: string): Reader<Response> {
   try {
     bytes = readFileSync(path)
     if (bytes[0] === 0x1f && bytes[1] === 0x8b) bytes = gunzipSync(bytes)
-    return new Reader<Response>(bytes)
+    return new Reader<Response>(bytes, { cache: new RecordCache(RECORD_CACHE_LIMIT) })
   } catch (error) {
     throw new ConfigError('database', `not a readable MaxMind database: ${path} (${(error as Error).message})`)
   }

@@ -68,12 +68,24 @@ export default definePlugin({
     const scratch = new Uint16Array(8)
     const notLocated = compileRanges(NOT_LOCATED, 'database')
 
+    // The reader hands out one object per record (RecordCache): its columns are worked out once.
+    let geoOfRecord = new WeakMap<object, Geo>()
+    const columnsOf = (record: unknown): Geo => {
+      if (record === null || typeof record !== 'object') return geoOf(record, overrides)
+      let geo = geoOfRecord.get(record)
+      if (geo === undefined) {
+        geo = geoOf(record, overrides)
+        geoOfRecord.set(record, geo)
+      }
+      return geo
+    }
+
     const lookup = (address: string): Geo => {
       // client-ip normalises already; this covers a config without it (raw `::ffff:` socket peers).
       const ip = normalizeIp(address, scratch)
       if (ip === '' || notLocated(ip)) return UNKNOWN_GEO
       try {
-        return geoOf(reader.get(ip), overrides)
+        return columnsOf(reader.get(ip))
       } catch {
         return UNKNOWN_GEO
       }
@@ -108,6 +120,7 @@ export default definePlugin({
         // A refreshed database file (a monthly GeoLite2 download, say) takes effect on SIGHUP. A file
         // that cannot be read throws here; the engine logs it and this instance keeps the old one.
         reader = openDatabase(path)
+        geoOfRecord = new WeakMap()
         cache.clear()
       },
       close() {

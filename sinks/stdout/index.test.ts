@@ -116,3 +116,20 @@ test('a failing writer marks the sink degraded and counts the rows as failed', a
   expect(stats.rowsFailed).toBe(1)
   expect(sink.health().state).toBe('degraded')
 })
+
+test('a large batch goes out in several writes, every line once and in order, so one flush never holds the event loop long', async () => {
+  const { chunks, writer } = collector()
+  const stats = new SinkStats()
+  const sink = createLineSink({ batchRows: 5000, flushIntervalMs: 1000, tables: ['events_v2'] }, stats, writer)
+  for (let i = 0; i < 1200; i++) sink.write(makeEvent({ name: `e${i}` }))
+  await sink.flush()
+  expect(chunks.length).toBeGreaterThan(1)
+  const names = chunks
+    .join('')
+    .split('\n')
+    .filter((l) => l !== '')
+    .map((l) => (JSON.parse(l) as { name: string }).name)
+  expect(names).toEqual(Array.from({ length: 1200 }, (_, i) => `e${i}`))
+  expect(stats.rowsWritten).toBe(1200)
+  expect(stats.rowsFailed).toBe(0)
+})

@@ -57,6 +57,9 @@ export interface LineSinkOptions {
   tables: string[]
 }
 
+/** Lines per write: about half a megabyte, a millisecond or so of the event loop. */
+const SLICE_LINES = 500
+
 /** The stdout sink's machinery over any line writer. */
 export function createLineSink(
   options: LineSinkOptions,
@@ -81,22 +84,36 @@ export function createLineSink(
     const batch = lines
     lines = []
     const started = performance.now()
-    inFlight = writer.write(batch.join('')).then(
-      () => {
-        stats.rowsWritten += batch.length
-        stats.recordBatch((performance.now() - started) / 1000)
-        failing = false
-      },
-      () => {
-        stats.rowsFailed += batch.length
-        failing = true
-      },
-    )
+    inFlight = writeSlices(batch).then((ok) => {
+      if (ok) stats.recordBatch((performance.now() - started) / 1000)
+    })
     try {
       await inFlight
     } finally {
       inFlight = undefined
     }
+  }
+
+  /**
+   * Writes a batch a slice at a time: joining and writing 10,000 lines at once held the event loop
+   * for 15-40 ms (measured), which every request arriving meanwhile waited out; between slices
+   * requests are served.
+   */
+  const writeSlices = async (batch: string[]): Promise<boolean> => {
+    let ok = true
+    for (let start = 0; start < batch.length; start += SLICE_LINES) {
+      const slice = batch.length <= SLICE_LINES ? batch : batch.slice(start, start + SLICE_LINES)
+      try {
+        await writer.write(slice.join(''))
+        stats.rowsWritten += slice.length
+        failing = false
+      } catch {
+        stats.rowsFailed += slice.length
+        failing = true
+        ok = false
+      }
+    }
+    return ok
   }
 
   const schedule = () => {

@@ -1,0 +1,114 @@
+// CPU time per request (`bun bench/cpu.ts`): a steadier measure than requests/s on a shared machine.
+// Starts the bare server and the engine (as bench/run.ts does), warms each up, then reads the
+// server's user+system CPU time from /proc/<pid>/stat around a fixed wrk run and divides by the
+// requests served. The load is paced (--rate requests/s, 0 for as fast as possible) so that both
+// servers see the same traffic shape whatever else runs on the machine; other processes' load then
+// changes how long a request waits much more than what it costs. Prints each run and the median.
+//
+// `--base DIR` adds a variant `base`: the engine of another checkout (e.g. `git worktree add` of the
+// commit before a change), alternated with this one for a before/after on equal terms.
+//
+//   bun bench/cpu.ts [--seconds 6] [--rate 0] [--only bare,engine] [--rounds 3] [--base DIR]
+
+import { mkdirSync, readFileSync, writeFileSync } from 'node:fs'
+import { join, resolve } from 'node:path'
+import { corpusLines, generateCorpus } from './corpus.ts'
+
+const root = resolve(import.meta.dir, '..')
+const out = join(root, 'bench/out')
+const flag = (name: string, fallback: string) => {
+  const i = process.argv.indexOf(`--${name}`)
+  return i >= 0 && process.argv[i + 1] ? process.argv[i + 1]! : fallback
+}
+const seconds = Number(flag('seconds', '6'))
+const rate = Number(flag('rate', '0'))
+const rounds = Number(flag('rounds', '3'))
+// wrk paces each connection by a delay between its requests: rate = connections × 1000 / delay.
+const delayMs = 10
+const connections = rate > 0 ? Math.max(1, Math.round((rate * delayMs) / 1000)) : 64
+const base = flag('base', '')
+const only = flag('only', base ? 'base,engine' : 'bare,engine').split(',')
+const config = resolve(root, flag('config', 'bench/cases/engine-stdout.yaml'))
+
+const commands: Record<string, (port: number) => string[]> = {
+  bare: (port) => [process.execPath, join(root, 'bench/bare.ts'), String(port)],
+  engine: (port) => [process.execPath, join(root, 'core/cli.ts'), 'serve', '--config', config, '--port', String(port)],
+  base: (port) => [
+    process.execPath,
+    join(resolve(base), 'core/cli.ts'),
+    'serve',
+    '--config',
+    config,
+    '--port',
+    String(port),
+  ],
+}
+
+/** utime + stime of a process, in seconds (clock ticks are 1/100 s on Linux). */
+function cpuSeconds(pid: number): number {
+  const stat = readFileSync(`/proc/${pid}/stat`, 'utf8')
+  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ')
+  return (Number(fields[11]) + Number(fields[12])) / 100
+}
+
+async function wrk(port: number, duration: number, seed: number): Promise<number> {
+  const proc = Bun.spawn(
+    [
+      'wrk',
+      '-t1',
+      `-c${connections}`,
+      `-d${duration}s`,
+      '-s',
+      join(root, 'bench/replay.lua'),
+      `http://127.0.0.1:${port}/api/event`,
+      '--',
+      join(out, 'corpus.tsv'),
+      String(seed),
+      ...(rate > 0 ? [String(delayMs)] : []),
+    ],
+    { cwd: root, stdout: 'pipe', stderr: 'pipe' },
+  )
+  const text = await new Response(proc.stdout).text()
+  await proc.exited
+  return Number(/(\d+) requests in/.exec(text)?.[1] ?? 0)
+}
+
+async function ready(port: number): Promise<void> {
+  for (let i = 0; i < 200; i++) {
+    try {
+      await fetch(`http://127.0.0.1:${port}/api/event`, { method: 'POST', body: '{}' })
+      return
+    } catch {
+      await Bun.sleep(100)
+    }
+  }
+  throw new Error('server did not start')
+}
+
+mkdirSync(out, { recursive: true })
+writeFileSync(join(out, 'corpus.tsv'), corpusLines(generateCorpus()))
+const results = new Map<string, number[]>()
+let port = 18600 + Math.floor(Math.random() * 300)
+for (let round = 0; round < rounds; round++) {
+  for (const name of only) {
+    const proc = Bun.spawn(commands[name]!(port), { cwd: root, stdout: 'ignore', stderr: 'ignore' })
+    try {
+      await ready(port)
+      await wrk(port, 3, 1)
+      const before = cpuSeconds(proc.pid)
+      const requests = await wrk(port, seconds, 2)
+      const spent = cpuSeconds(proc.pid) - before
+      results.set(name, [...(results.get(name) ?? []), (spent * 1e6) / requests])
+      console.log(
+        `${name}: ${requests} requests, ${(requests / seconds).toFixed(0)} req/s, ${((spent * 1e6) / requests).toFixed(1)} µs CPU/request`,
+      )
+    } finally {
+      proc.kill('SIGTERM')
+      await proc.exited
+      port++
+    }
+  }
+}
+
+const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor((xs.length - 1) / 2)]!
+for (const [name, values] of results) console.log(`${name}: median ${median(values).toFixed(1)} µs CPU/request`)
