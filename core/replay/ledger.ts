@@ -24,6 +24,7 @@ import {
   writeSync,
 } from 'node:fs'
 import { join } from 'node:path'
+import { isProcessAlive } from '../processes.ts'
 
 const ID = /^[0-9a-f]{32}$/
 
@@ -116,15 +117,6 @@ function readOrMakeKey(file: string): Buffer {
   return key
 }
 
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0)
-    return true
-  } catch (error) {
-    return (error as NodeJS.ErrnoException).code === 'EPERM'
-  }
-}
-
 function takeLock(file: string): void {
   for (let attempt = 0; attempt < 2; attempt++) {
     try {
@@ -136,7 +128,7 @@ function takeLock(file: string): void {
       if ((error as NodeJS.ErrnoException).code !== 'EEXIST') throw error
     }
     const holder = Number(readFileSync(file, 'utf8').trim())
-    if (Number.isInteger(holder) && holder > 0 && holder !== process.pid && alive(holder)) {
+    if (Number.isInteger(holder) && holder > 0 && holder !== process.pid && isProcessAlive(holder)) {
       throw new LedgerBusy(`another replay (pid ${holder}) is using this state folder`)
     }
     // Left by a replay that was killed: take it over.

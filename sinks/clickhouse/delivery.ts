@@ -30,11 +30,12 @@ import { ConfigError, type EngineServices } from '../../core/plugin.ts'
 import { DurabilityError, type SinkHealth, type SinkStats } from '../../core/sink.ts'
 import {
   DeadLetterFile,
+  deadLetterBatch,
   Spool,
   SpoolBudget,
   SpoolCorruptError,
   type SpoolEntry,
-  SpoolFullError,
+  spoolProblemOf,
 } from '../spool/spool.ts'
 import { counterLine, eventLine, sessionLine } from './encode.ts'
 import { classify, type Failure } from './errors.ts'
@@ -209,7 +210,7 @@ export class Lane {
       // sender may send again, and a backlog larger than the spool's room could never be committed.
       this.droppedRows += lines.length
       this.o.stats.rowsFailed += lines.length
-      const problem = error instanceof SpoolFullError ? 'spool is full' : `spool write failed: ${String(error)}`
+      const problem = spoolProblemOf(error)
       if (this.spoolProblem !== problem) {
         this.o.logger.error('Sink cannot make rows durable; answering 503 (not stored) until the spool takes them.', {
           sink: this.o.sink,
@@ -557,7 +558,7 @@ export class Lane {
       try {
         await this.o.spool.append(batch)
       } catch (error) {
-        const problem = error instanceof SpoolFullError ? 'spool is full' : `spool write failed: ${String(error)}`
+        const problem = spoolProblemOf(error)
         if (this.spoolProblem !== problem) {
           this.o.logger.error('Sink cannot spool; holding rows in memory.', {
             sink: this.o.sink,
@@ -579,32 +580,20 @@ export class Lane {
   private async deadLetter(batch: Batch, failure: Failure): Promise<void> {
     this.o.stats.deadLetters++
     this.o.stats.rowsFailed += batch.rows
-    try {
-      await this.o.deadLetters.write({
+    await deadLetterBatch(
+      this.o.deadLetters,
+      this.o.logger,
+      'Server rejected a batch as malformed',
+      {
         table: this.o.table,
         id: batch.id,
         rows: batch.rows,
         error: failure.message,
+        summary: failure.summary,
         payload: batch.payload,
-      })
-      this.o.logger.error('Server rejected a batch as malformed; it went to the dead-letter file.', {
-        sink: this.o.sink,
-        table: this.o.table,
-        batch: batch.id,
-        rows: batch.rows,
-        error: failure.summary,
-        file: this.o.deadLetters.path,
-      })
-    } catch (error) {
-      this.o.logger.error('Server rejected a batch as malformed and the dead-letter file failed; the rows are lost.', {
-        sink: this.o.sink,
-        table: this.o.table,
-        batch: batch.id,
-        rows: batch.rows,
-        error: failure.summary,
-        fileError: String(error),
-      })
-    }
+      },
+      { sink: this.o.sink, table: this.o.table },
+    )
   }
 
   /** Memory cannot drain: the server fails and the spool refuses. flush() must not wait for that. */

@@ -18,6 +18,7 @@ import { dirname, join } from 'node:path'
 import { promisify } from 'node:util'
 import { crc32 } from 'node:zlib'
 import type { Logger } from '../../core/logger.ts'
+import { isProcessAlive } from '../../core/processes.ts'
 
 /** One batch as the spool stores it. */
 export interface SpoolRecord {
@@ -441,7 +442,7 @@ async function lockFolder(dir: string): Promise<void> {
     }
     const pid = Number((await readFile(lock, 'utf8').catch(() => '')).trim())
     if (pid === process.pid) return
-    if (Number.isInteger(pid) && pid > 0 && isAlive(pid)) {
+    if (Number.isInteger(pid) && pid > 0 && isProcessAlive(pid)) {
       throw new Error(
         `the spool folder ${dir} is in use by process ${pid}; give each engine its own stateDir or spoolDir`,
       )
@@ -455,12 +456,27 @@ async function unlockFolder(dir: string): Promise<void> {
   await rm(join(dir, '.lock'), { force: true })
 }
 
-function isAlive(pid: number): boolean {
+/**
+ * Keeps a batch its destination refused in the dead-letter file and says so (`what` names the
+ * refusal); when the file fails too, says that the rows are lost. Never throws.
+ */
+export async function deadLetterBatch(
+  file: DeadLetterFile,
+  logger: Logger,
+  what: string,
+  entry: { table: string; id: string; rows: number; error: string; summary: string; payload: Uint8Array },
+  context: Record<string, unknown>,
+): Promise<void> {
+  const fields = { ...context, batch: entry.id, rows: entry.rows, error: entry.summary }
   try {
-    process.kill(pid, 0)
-    return true
+    await file.write(entry)
+    logger.error(`${what}; it went to the dead-letter file.`, { ...fields, file: file.path })
   } catch (error) {
-    // EPERM: it exists, under another user.
-    return (error as NodeJS.ErrnoException).code === 'EPERM'
+    logger.error(`${what} and the dead-letter file failed; the rows are lost.`, { ...fields, fileError: String(error) })
   }
+}
+
+/** What an append's failure means for an operator: the spool is full, or the disk failed. */
+export function spoolProblemOf(error: unknown): string {
+  return error instanceof SpoolFullError ? 'spool is full' : `spool write failed: ${String(error)}`
 }

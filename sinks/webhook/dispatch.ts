@@ -19,7 +19,14 @@
 import { randomUUID } from 'node:crypto'
 import type { Logger } from '../../core/logger.ts'
 import type { SinkHealth, SinkStats } from '../../core/sink.ts'
-import { type DeadLetterFile, type Spool, SpoolCorruptError, type SpoolEntry, SpoolFullError } from '../spool/spool.ts'
+import {
+  type DeadLetterFile,
+  deadLetterBatch,
+  type Spool,
+  SpoolCorruptError,
+  type SpoolEntry,
+  spoolProblemOf,
+} from '../spool/spool.ts'
 
 export interface Batch {
   id: string
@@ -301,7 +308,7 @@ export class Dispatcher {
         try {
           await this.o.spool.append(head.batch)
         } catch (error) {
-          const problem = error instanceof SpoolFullError ? 'spool is full' : `spool write failed: ${String(error)}`
+          const problem = spoolProblemOf(error)
           if (this.spoolProblem !== problem) {
             this.o.logger.error('Sink cannot spool; holding rows in memory.', {
               sink: this.o.sink,
@@ -406,32 +413,20 @@ export class Dispatcher {
   private async deadLetter(batch: Batch, failure: Failure): Promise<void> {
     this.o.stats.deadLetters++
     this.o.stats.rowsFailed += batch.rows
-    try {
-      await this.o.deadLetters.write({
+    await deadLetterBatch(
+      this.o.deadLetters,
+      this.o.logger,
+      'Webhook destination refused a batch',
+      {
         table: this.o.sink,
         id: batch.id,
         rows: batch.rows,
         error: failure.message,
+        summary: failure.summary,
         payload: batch.payload,
-      })
-      this.o.logger.error('Webhook destination refused a batch; it went to the dead-letter file.', {
-        sink: this.o.sink,
-        destination: this.o.origin,
-        batch: batch.id,
-        rows: batch.rows,
-        error: failure.summary,
-        file: this.o.deadLetters.path,
-      })
-    } catch (error) {
-      this.o.logger.error('Webhook destination refused a batch and the dead-letter file failed; the rows are lost.', {
-        sink: this.o.sink,
-        destination: this.o.origin,
-        batch: batch.id,
-        rows: batch.rows,
-        error: failure.summary,
-        fileError: String(error),
-      })
-    }
+      },
+      { sink: this.o.sink, destination: this.o.origin },
+    )
   }
 
   /** Memory cannot drain: the destination fails and the spool refuses. flush() must not wait for that. */
