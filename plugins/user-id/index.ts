@@ -5,8 +5,9 @@ import { join } from 'node:path'
 import { Type } from '@sinclair/typebox'
 import { getDomain } from 'tldts'
 import { BoundedCache } from '../../core/cache.ts'
-import { ConfigError, definePlugin } from '../../core/plugin.ts'
-import { createRedisSaltStore, type RedisCommands, type RedisSaltStore } from './redis-salts.ts'
+import { definePlugin } from '../../core/plugin.ts'
+import { connectRedis } from '../../core/redis.ts'
+import { createRedisSaltStore, type RedisSaltStore } from './redis-salts.ts'
 import { createFileSaltStore, createMemorySaltStore, DAY_MS, type SaltStore, type Salts } from './salts.ts'
 import { type SipKey, sipHash24, sipKey } from './siphash.ts'
 
@@ -76,7 +77,7 @@ export default definePlugin({
     let redisStore: RedisSaltStore | undefined
     if (options.store === 'redis') {
       redisStore = createRedisSaltStore({
-        redis: connectRedis(options.redis.url),
+        redis: connectRedis(options.redis.url, 'redis.url'),
         keyPrefix: options.redis.keyPrefix,
         refreshMs: options.redis.refreshSeconds * 1000,
         timeoutMs: options.redis.timeoutMs,
@@ -210,28 +211,3 @@ export default definePlugin({
     }
   },
 })
-
-/** Bun's built-in Redis client; other runtimes have none here yet. */
-function connectRedis(url: string): RedisCommands {
-  const bun = (globalThis as { Bun?: { RedisClient?: new (url: string, options?: object) => RedisCommands } }).Bun
-  if (!bun?.RedisClient) {
-    throw new ConfigError('store', 'store: redis needs Bun (its built-in Redis client); on Deno use store: file')
-  }
-  try {
-    return new bun.RedisClient(url, { connectionTimeout: 2000, autoReconnect: true })
-  } catch (error) {
-    throw new ConfigError('redis.url', `cannot use ${redactUrl(url)}: ${(error as Error).message}`)
-  }
-}
-
-/** The URL without its password, for messages. */
-function redactUrl(url: string): string {
-  try {
-    const u = new URL(url)
-    u.password = ''
-    u.username = ''
-    return u.toString()
-  } catch {
-    return '(invalid url)'
-  }
-}

@@ -11,13 +11,8 @@
 
 import { randomBytes } from 'node:crypto'
 import type { Logger } from '../../core/logger.ts'
+import { type RedisCommands, within } from '../../core/redis.ts'
 import { DAY_MS, dayName, dayOf, SALT_BYTES, type SaltStore, type Salts } from './salts.ts'
-
-/** The commands the store needs; Bun's RedisClient provides them (tests may pass another). */
-export interface RedisCommands {
-  send(command: string, args: string[]): Promise<unknown>
-  close(): void
-}
 
 export interface RedisSaltStoreOptions {
   redis: RedisCommands
@@ -53,27 +48,12 @@ export function createRedisSaltStore(o: RedisSaltStoreOptions): RedisSaltStore {
 
   const keyOf = (day: number) => `${o.keyPrefix}salt:${dayName(day)}`
 
-  const withTimeout = <T>(promise: Promise<T>): Promise<T> =>
-    new Promise<T>((resolve, reject) => {
-      const timer = setTimeout(() => reject(new Error(`redis did not answer within ${o.timeoutMs} ms`)), o.timeoutMs)
-      promise.then(
-        (v) => {
-          clearTimeout(timer)
-          resolve(v)
-        },
-        (e) => {
-          clearTimeout(timer)
-          reject(e)
-        },
-      )
-    })
-
   /** Creates the day's salt unless one exists, then reads the one that won. */
   const fetchDay = async (day: number): Promise<Uint8Array | undefined> => {
     const expiresAt = String(((day + 2) * DAY_MS) / 1000)
     const candidate = Buffer.from(random(SALT_BYTES)).toString('hex')
-    await withTimeout(o.redis.send('SET', [keyOf(day), candidate, 'NX', 'EXAT', expiresAt]))
-    const value = await withTimeout(o.redis.send('GET', [keyOf(day)]))
+    await within(o.redis.send('SET', [keyOf(day), candidate, 'NX', 'EXAT', expiresAt]), o.timeoutMs)
+    const value = await within(o.redis.send('GET', [keyOf(day)]), o.timeoutMs)
     if (typeof value !== 'string' || !HEX.test(value)) return undefined
     return new Uint8Array(Buffer.from(value, 'hex'))
   }
