@@ -7,8 +7,13 @@
 
 import { type Static, Type } from '@sinclair/typebox'
 import { ConfigError, definePlugin } from '../../core/plugin.ts'
+import { connectRedis } from '../../core/redis.ts'
 import type { Site } from '../../core/sites.ts'
+import { SharedSiteCounts } from './shared-counts.ts'
 import { WindowCounter } from './window-counter.ts'
+
+/** Site counters: this engine's own, or every engine's through Redis. */
+type SiteCounts = Pick<WindowCounter<number>, 'allows' | 'take'>
 
 // Sites derived under `sites: any` are unbounded in number; their counters are capped like IPs'.
 const MAX_TRACKED_SITES = 10_000
@@ -71,6 +76,33 @@ export default definePlugin({
         'Events accepted per window from each client IP (Lynkow: about 1,200 a minute).',
         1200,
       ),
+      shared: Type.Optional(
+        Type.Object(
+          {
+            redis: Type.String({
+              default: 'redis://localhost:6379',
+              description: 'Redis server that every engine of the deployment counts site events in.',
+            }),
+            keyPrefix: Type.String({ default: 'analytics:', description: 'Prefix of the counter keys.' }),
+            syncMs: Type.Integer({
+              minimum: 5,
+              default: 50,
+              description:
+                'How often each engine sends its new events and learns the totals; a site may pass its limit by what the other engines accept in one interval.',
+            }),
+            timeoutMs: Type.Integer({
+              minimum: 10,
+              default: 1000,
+              description: 'A Redis command taking longer fails.',
+            }),
+          },
+          {
+            additionalProperties: false,
+            description:
+              'Site limits shared by every engine through Redis (fixed windows). Per-IP limits stay per engine. Without it each engine counts alone.',
+          },
+        ),
+      ),
       maxTrackedIps: Type.Integer({
         minimum: 1,
         default: 100_000,
@@ -109,7 +141,19 @@ export default definePlugin({
     }
     for (const site of engine.sites.list()) limitFor(site)
 
-    const siteCounts = new WindowCounter<number>(options.window, MAX_TRACKED_SITES)
+    if (options.shared && options.window === 'sliding') {
+      throw new ConfigError('shared', 'shared site limits use fixed windows; set window: fixed')
+    }
+    const shared = options.shared
+      ? new SharedSiteCounts({
+          redis: connectRedis(options.shared.redis, 'shared.redis'),
+          keyPrefix: options.shared.keyPrefix,
+          syncMs: options.shared.syncMs,
+          timeoutMs: options.shared.timeoutMs,
+          logger: engine.logger,
+        })
+      : undefined
+    const siteCounts: SiteCounts = shared ?? new WindowCounter<number>(options.window, MAX_TRACKED_SITES)
     const ipCounts = new WindowCounter<string>(options.window, options.maxTrackedIps)
     return {
       run(event, ctx) {
@@ -128,6 +172,7 @@ export default definePlugin({
         if (checkIp) ipCounts.take(ip, perIp.windowMs, now)
         return undefined
       },
+      close: () => shared?.close(),
     }
   },
 })
