@@ -224,6 +224,9 @@ export async function main(argv: string[]): Promise<number> {
     if (args.command === 'explain') config = { ...config, sinks: [await memorySinkComponent()] }
     engine = await createEngine(config, {
       logger: createLogger({ level: args.command === 'serve' ? undefined : 'warn' }),
+      // Only serve owns the server's state (the sessions' snapshot): check, migrate, explain and
+      // replay must neither take it nor leave one.
+      transient: args.command !== 'serve',
     })
   } catch (error) {
     if (error instanceof ConfigErrors) {

@@ -78,6 +78,8 @@ const COUNTERS_INTERVAL_MS = 10_000
 
 export interface EngineOptions {
   logger?: Logger
+  /** A tool's engine (explain, replay): see EngineServices.transient. */
+  transient?: boolean
 }
 
 function makeContext(definition: PluginDefinition): PluginContext {
@@ -104,6 +106,7 @@ export async function createEngine(config: ResolvedConfig, options: EngineOption
     sites,
     server: config.server,
     ack: config.ack,
+    transient: options.transient === true,
     logger,
     baseDir: config.baseDir,
     stateDir: config.stateDir,

@@ -86,6 +86,11 @@ export interface EngineServices {
    */
   readonly ack: AckMode
   readonly logger: Logger
+  /**
+   * A tool's engine (`explain`, `replay`) rather than the serving one: plugins must not take or
+   * leave state meant for the server (the sessions' snapshot, say).
+   */
+  readonly transient: boolean
   /** The folder relative paths in options are resolved against (the config file's folder). */
   readonly baseDir: string
   /** A writable folder for caches and state that must survive restarts (lists, salts, spools). */

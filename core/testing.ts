@@ -38,6 +38,7 @@ export function testServices(options: TestEngineOptions = {}): EngineServices & 
       ...options.server,
     },
     ack: 'received',
+    transient: false,
     logger: silentLogger,
     baseDir,
     get stateDir() {

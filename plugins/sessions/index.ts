@@ -3,6 +3,7 @@
 // Runs last in `enrich`: it freezes the attribution that `referrer`, `geoip`, `user-agent` and
 // `user-id` put on the session's first event, and copies it onto every later event of the session.
 
+import { join } from 'node:path'
 import { Type } from '@sinclair/typebox'
 import type { AnalyticsEvent } from '../../core/event.ts'
 import { definePlugin } from '../../core/plugin.ts'
@@ -17,6 +18,7 @@ import {
   touchSession,
   updateSession,
 } from './session.ts'
+import { restoreSnapshot, writeSnapshot } from './snapshot.ts'
 import { type KeySpace, MemorySessionStore, type SessionStore } from './store.ts'
 
 // Caps of the interning pools; they forget everything when full (see intern.ts).
@@ -37,6 +39,11 @@ export default definePlugin({
         default: 30,
         description: 'A session ends when no event arrives for this many minutes.',
       }),
+      snapshot: Type.Boolean({
+        default: true,
+        description:
+          'Write the live sessions to <stateDir>/sessions/snapshot.ndjson at shutdown and continue them at the next start, so a restart does not cut visits in two.',
+      }),
       maxSessions: Type.Integer({
         minimum: 1,
         default: 1_000_000,
@@ -46,9 +53,18 @@ export default definePlugin({
     },
     { additionalProperties: false },
   ),
-  setup(options) {
+  setup(options, engine) {
     const timeoutSeconds = options.timeoutMinutes * 60
     const store: SessionStore = new MemorySessionStore(timeoutSeconds, options.maxSessions)
+    // A tool's engine (explain, replay) neither takes the server's snapshot nor leaves one.
+    const snapshotFile =
+      options.snapshot && !engine.transient ? join(engine.stateDir, 'sessions', 'snapshot.ndjson') : undefined
+    if (snapshotFile) {
+      const { restored, skipped } = restoreSnapshot(snapshotFile, store, Date.now() / 1000, timeoutSeconds)
+      if (restored + skipped > 0) {
+        engine.logger.info('Sessions of the previous run restored.', { plugin: 'sessions', restored, expired: skipped })
+      }
+    }
     const pages = new StringPool(PAGE_POOL_LIMIT).intern
     const attributions = new AttributionPool(ATTRIBUTION_POOL_LIMIT)
     const ids = new SessionIds()
@@ -119,6 +135,17 @@ export default definePlugin({
         return undefined
       },
       close() {
+        if (snapshotFile) {
+          try {
+            const saved = writeSnapshot(snapshotFile, store, Date.now() / 1000, timeoutSeconds)
+            engine.logger.info('Live sessions saved for the next start.', { plugin: 'sessions', sessions: saved })
+          } catch (error) {
+            engine.logger.error('Live sessions could not be saved; the next start begins new ones.', {
+              plugin: 'sessions',
+              error: (error as Error).message,
+            })
+          }
+        }
         store.clear()
       },
     }

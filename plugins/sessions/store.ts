@@ -28,6 +28,8 @@ export interface SessionStore {
   /** Sessions held, expired ones not yet forgotten included. */
   readonly size: number
   clear(): void
+  /** Every session held with its key (for the snapshot at shutdown). */
+  entries(): Iterable<[KeySpace, number, bigint, Session]>
 }
 
 type Generation = Map<number, Map<bigint, Session>>
@@ -114,6 +116,16 @@ export class MemorySessionStore implements SessionStore {
     // The first call only starts the clock: turning then would just drop an empty generation.
     if (this.nextTurnAt === Number.NEGATIVE_INFINITY) this.nextTurnAt = now + this.timeoutSeconds
     else this.turn()
+  }
+
+  *entries(): Iterable<[KeySpace, number, bigint, Session]> {
+    for (const generation of [this.previous, this.current]) {
+      for (const space of ['user', 'client', 'past'] as const) {
+        for (const [siteId, sessions] of generation[space]) {
+          for (const [id, session] of sessions) yield [space, siteId, id, session]
+        }
+      }
+    }
   }
 
   clear(): void {
