@@ -3,6 +3,7 @@
 // that asks for Redis there stops start-up with the path of the option.
 
 import { ConfigError } from './plugin.ts'
+import { withoutCredentials } from './urls.ts'
 
 /** What the plugins send: raw commands. Bun's RedisClient provides it; tests may pass another. */
 export interface RedisCommands {
@@ -20,18 +21,6 @@ export function connectRedis(url: string, path = 'redis.url'): RedisCommands {
     return new bun.RedisClient(url, { connectionTimeout: 2000, autoReconnect: true })
   } catch (error) {
     throw new ConfigError(path, `cannot use ${withoutCredentials(url)}: ${(error as Error).message}`)
-  }
-}
-
-/** The URL without user and password, for messages. */
-export function withoutCredentials(url: string): string {
-  try {
-    const u = new URL(url)
-    u.password = ''
-    u.username = ''
-    return u.toString()
-  } catch {
-    return '(invalid url)'
   }
 }
 

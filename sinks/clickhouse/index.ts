@@ -11,6 +11,7 @@ import { type Static, Type } from '@sinclair/typebox'
 import type { EngineServices } from '../../core/plugin.ts'
 import { ConfigError } from '../../core/plugin.ts'
 import { defineSink } from '../../core/sink.ts'
+import { withoutCredentials } from '../../core/urls.ts'
 import { type Batch, deliveryOptions, IDENTIFIER, type Inserter, openTableWriter, writerOptions } from './delivery.ts'
 import { classify } from './errors.ts'
 import {
@@ -177,8 +178,8 @@ class Endpoints {
         if (index !== this.active) {
           this.logger.warn('ClickHouse endpoint failed; moved to the next one.', {
             sink: 'clickhouse',
-            from: redact(this.urls[this.active]!),
-            to: redact(this.urls[index]!),
+            from: withoutCredentials(this.urls[this.active]!),
+            to: withoutCredentials(this.urls[index]!),
             error: classify(last).summary,
           })
           this.active = index
@@ -323,7 +324,7 @@ export default defineSink({
             if (unreachable === undefined) {
               engine.logger.warn('ClickHouse is not reachable; rows are spooled until it is.', {
                 sink: 'clickhouse',
-                url: redact(o.url),
+                url: withoutCredentials(o.url),
                 error: classify(error).summary,
               })
             }
@@ -375,15 +376,3 @@ export default defineSink({
   },
   migrate: (o, engine) => migrateOn(o, engine.logger, retentionPlan(engine.sites)),
 })
-
-/** The URL without user info, for logs. */
-function redact(url: string): string {
-  try {
-    const u = new URL(url)
-    u.username = ''
-    u.password = ''
-    return u.toString()
-  } catch {
-    return '(invalid url)'
-  }
-}
