@@ -210,16 +210,10 @@ export class Lane {
       // sender may send again, and a backlog larger than the spool's room could never be committed.
       this.droppedRows += lines.length
       this.o.stats.rowsFailed += lines.length
-      const problem = spoolProblemOf(error)
-      if (this.spoolProblem !== problem) {
-        this.o.logger.error('Sink cannot make rows durable; answering 503 (not stored) until the spool takes them.', {
-          sink: this.o.sink,
-          table: this.o.table,
-          reason: problem,
-          spool: this.o.spool.dir,
-        })
-      }
-      this.spoolProblem = problem
+      const problem = this.spoolRefused(
+        error,
+        'Sink cannot make rows durable; answering 503 (not stored) until the spool takes them.',
+      )
       throw new DurabilityError(`${this.o.table}: ${problem}`)
     }
     this.spoolProblem = undefined
@@ -551,6 +545,16 @@ export class Lane {
     this.retryAt = Date.now() + this.retryDelay * (0.8 + Math.random() * 0.4)
   }
 
+  /** Records why the spool refused an append, logging `message` once per new reason; returns the reason. */
+  private spoolRefused(error: unknown, message: string): string {
+    const problem = spoolProblemOf(error)
+    if (this.spoolProblem !== problem) {
+      this.o.logger.error(message, { sink: this.o.sink, table: this.o.table, reason: problem, spool: this.o.spool.dir })
+    }
+    this.spoolProblem = problem
+    return problem
+  }
+
   /** Moves memory batches to the spool, oldest first, as far as the spool takes them. */
   private async spill(): Promise<void> {
     while (this.memory.length > 0) {
@@ -558,16 +562,7 @@ export class Lane {
       try {
         await this.o.spool.append(batch)
       } catch (error) {
-        const problem = spoolProblemOf(error)
-        if (this.spoolProblem !== problem) {
-          this.o.logger.error('Sink cannot spool; holding rows in memory.', {
-            sink: this.o.sink,
-            table: this.o.table,
-            reason: problem,
-            spool: this.o.spool.dir,
-          })
-        }
-        this.spoolProblem = problem
+        this.spoolRefused(error, 'Sink cannot spool; holding rows in memory.')
         return
       }
       this.spoolProblem = undefined
