@@ -5,7 +5,8 @@
 import type { Engine } from './engine.ts'
 import { type AnalyticsEvent, eventFromRequest } from './event.ts'
 import { describeThrown, PLUGIN_ERROR, WOULD_DROP_PROP } from './pipeline.ts'
-import type { Drop, Ingest, IngestRequest, Route, RunResult, Stage } from './plugin.ts'
+import type { Drop, Ingest, IngestRequest, RunResult, Stage } from './plugin.ts'
+import { RouteTable } from './routes.ts'
 import { eventRow, type JsonRow, sessionRow } from './rows.ts'
 
 /** The request file: `{"method", "path", "headers", "body"}`; `peer` stands for the TCP peer. */
@@ -77,26 +78,6 @@ export function parseExplainInput(text: string): ExplainInput {
   return input as unknown as ExplainInput
 }
 
-/** Matches `/public/:siteId/analytics/collect` against a path; the parameters, or undefined. */
-export function matchRoute(pattern: string, path: string): Record<string, string> | undefined {
-  const want = pattern.split('/')
-  const got = path.split('/')
-  if (want.length !== got.length) return undefined
-  const params: Record<string, string> = {}
-  for (let i = 0; i < want.length; i++) {
-    const w = want[i]!
-    if (w.startsWith(':')) {
-      try {
-        params[w.slice(1)] = decodeURIComponent(got[i]!)
-      } catch {
-        // A bad %-escape: no route takes it, as the server would answer.
-        return undefined
-      }
-    } else if (w !== got[i]) return undefined
-  }
-  return params
-}
-
 /** Runs the request through the engine's routes and steps without any sink; never throws for bad input. */
 export async function explain(engine: Engine, input: ExplainInput): Promise<ExplainReport> {
   const method = (input.method ?? 'POST').toUpperCase()
@@ -115,14 +96,7 @@ export async function explain(engine: Engine, input: ExplainInput): Promise<Expl
     events: [],
     response: { status: 404, headers: {}, body: '' },
   }
-  let found: { plugin: string; route: Route; params: Record<string, string> } | undefined
-  for (const r of engine.routes) {
-    const params = r.route.method === method ? matchRoute(r.route.path, path) : undefined
-    if (params) {
-      found = { ...r, params }
-      break
-    }
-  }
+  const found = new RouteTable(engine.routes).find(method, path)
   if (!found) {
     report.response.body = `no route for ${method} ${path} (routes: ${engine.routes.map((r) => `${r.route.method} ${r.route.path}`).join(', ')})`
     return report

@@ -10,7 +10,8 @@ import { type Static, Type } from '@sinclair/typebox'
 import type { Engine } from '../engine.ts'
 import type { AnalyticsEvent } from '../event.ts'
 import { resolveOptions } from '../options.ts'
-import type { Drop, Ingest, IngestRequest, Route, RunResult } from '../plugin.ts'
+import type { Drop, Ingest, IngestRequest, RunResult } from '../plugin.ts'
+import { RouteTable } from '../routes.ts'
 import { Ledger } from './ledger.ts'
 import { type ProgressWriter, type ReplayCounts, startProgress } from './progress.ts'
 import { type ParsedLine, parseAccessLogLine, parseNdjsonLine, type RequestRecord } from './records.ts'
@@ -136,44 +137,6 @@ function lineText(bytes: Buffer): string {
   return text.endsWith('\r') ? text.slice(0, -1) : text
 }
 
-interface CompiledRoute {
-  plugin: string
-  route: Route
-  segments: string[]
-}
-
-function compileRoutes(engine: Engine): CompiledRoute[] {
-  return engine.routes.map((r) => ({ plugin: r.plugin, route: r.route, segments: r.route.path.split('/') }))
-}
-
-/** The route serving `method path` and its `:param` values, as the HTTP router would find them. */
-function matchRoute(
-  routes: CompiledRoute[],
-  method: string,
-  path: string,
-): { route: Route; params: Record<string, string> } | undefined {
-  const pathname = path.split('?', 1)[0]!
-  const segments = pathname.split('/')
-  for (const r of routes) {
-    if (r.route.method !== method || r.segments.length !== segments.length) continue
-    const params: Record<string, string> = {}
-    let ok = true
-    for (let i = 0; i < segments.length && ok; i++) {
-      const want = r.segments[i]!
-      if (want.startsWith(':')) {
-        try {
-          params[want.slice(1)] = decodeURIComponent(segments[i]!)
-        } catch {
-          ok = false
-        }
-        ok &&= segments[i] !== ''
-      } else ok = want === segments[i]
-    }
-    if (ok) return { route: r.route, params }
-  }
-  return undefined
-}
-
 /** A record's identity: everything the route would see, headers in name order. */
 function canonicalRequest(r: RequestRecord): string {
   const headers = [...r.headers].sort((a, b) => (a[0] < b[0] ? -1 : a[0] > b[0] ? 1 : a[1] < b[1] ? -1 : 1))
@@ -219,8 +182,8 @@ export async function runReplay(engine: Engine, options: ReplayOptions, io: Repl
     return EXIT.usage
   }
 
-  const routes = compileRoutes(engine)
-  const plausible = routes.find((r) => r.plugin === 'plausible' && r.route.method === 'POST')
+  const routes = new RouteTable(engine.routes)
+  const plausible = engine.routes.find((r) => r.plugin === 'plausible' && r.route.method === 'POST')
   const bodyLimit = engine.config.server.bodyLimit
   const statuses = options.status === undefined ? undefined : new Set(options.status)
 
@@ -322,8 +285,7 @@ export async function runReplay(engine: Engine, options: ReplayOptions, io: Repl
       return undefined
     }
     pending.add(id)
-    const match =
-      record.path === undefined && plausible === undefined ? undefined : matchRoute(routes, record.method, path)
+    const match = record.path === undefined && plausible === undefined ? undefined : routes.find(record.method, path)
     if (match === undefined) {
       counts.unrouted++
       return undefined
