@@ -8,6 +8,7 @@ import { describeThrown, PLUGIN_ERROR, WOULD_DROP_PROP } from './pipeline.ts'
 import type { Drop, Ingest, IngestRequest, RunResult, Stage } from './plugin.ts'
 import { RouteTable } from './routes.ts'
 import { eventRow, type JsonRow, sessionRow } from './rows.ts'
+import { withoutCredentials } from './urls.ts'
 
 /** The request file: `{"method", "path", "headers", "body"}`; `peer` stands for the TCP peer. */
 export interface ExplainInput {
@@ -234,10 +235,7 @@ export function withoutSecrets(value: unknown, key = ''): unknown {
     if (!value.includes('@') || !value.includes('://')) return value
     try {
       const url = new URL(value)
-      if (url.username === '' && url.password === '') return value
-      url.username = ''
-      url.password = ''
-      return url.toString()
+      return url.username === '' && url.password === '' ? value : withoutCredentials(value)
     } catch {
       return value
     }
