@@ -1,8 +1,9 @@
 // A Redis connection for the plugins that share state between engines (salts, rate counters):
-// Bun's built-in client, which pipelines on its own. Other runtimes have none here yet, so a config
-// that asks for Redis there stops start-up with the path of the option.
+// Bun's built-in client, which pipelines on its own; on other runtimes (Deno, Node) the small RESP2
+// client in resp.ts, which pipelines too.
 
 import { ConfigError } from './plugin.ts'
+import { RespClient } from './resp.ts'
 import { withoutCredentials } from './urls.ts'
 
 /** What the plugins send: raw commands. Bun's RedisClient provides it; tests may pass another. */
@@ -14,10 +15,8 @@ export interface RedisCommands {
 /** Connects (lazily: Bun's client connects on the first command) to `url`; `path` names the option. */
 export function connectRedis(url: string, path = 'redis.url'): RedisCommands {
   const bun = (globalThis as { Bun?: { RedisClient?: new (url: string, options?: object) => RedisCommands } }).Bun
-  if (!bun?.RedisClient) {
-    throw new ConfigError(path, 'Redis needs Bun (its built-in client); this runtime has none')
-  }
   try {
+    if (!bun?.RedisClient) return new RespClient(url, { connectTimeoutMs: 2000 })
     return new bun.RedisClient(url, { connectionTimeout: 2000, autoReconnect: true })
   } catch (error) {
     throw new ConfigError(path, `cannot use ${withoutCredentials(url)}: ${(error as Error).message}`)

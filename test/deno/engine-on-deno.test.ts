@@ -18,6 +18,7 @@ import { tmpdir } from 'node:os'
 import { join, resolve } from 'node:path'
 import { type Subprocess, spawn } from 'bun'
 import { clickhouseBinary, freePort, startClickHouse, warnIfNoClickHouse } from '../clickhouse/harness.ts'
+import { redisBinary, startRedis } from '../redis/harness.ts'
 
 const root = resolve(import.meta.dir, '../..')
 const cli = join(root, 'core/cli.ts')
@@ -665,4 +666,64 @@ sinks: [{ clickhouse: { url: "${ch.url}", database: deno_e2e, flushIntervalMs: 1
       await ch.destroy()
     }
   }, 40_000)
+})
+
+describe.skipIf(!hasDeno || !redisBinary)('the engine under Deno: state shared through Redis', () => {
+  test('Deno (RESP client) and Bun (built-in client) engines agree on salts and share a rate limit', async () => {
+    // The limit's fixed window is an hour from the epoch: keep the test clear of a window's edge.
+    const toEdge = 3_600_000 - (Date.now() % 3_600_000)
+    if (toEdge < 20_000) await Bun.sleep(toEdge + 100)
+    const redis = (await startRedis())!
+    const plugins = `[plausible, client-ip, user-agent, { user-id: { store: redis, redis: { url: "${redis.url}" } } }, { rate-limit: { perSite: { events: 3, windowSeconds: 3600 }, shared: { redis: "${redis.url}", syncMs: 50 } } }]`
+    const file = configFile(
+      'server: { trustedProxies: [loopback] }\n' +
+        'sites: [{ id: 1, domain: example.com }]\n' +
+        `plugins: ${plugins}\nsinks: [stdout]\nstateDir: \${state}\n`,
+    )
+    const onDeno = await startOnDeno(file)
+    const onBun = spawn([process.execPath, cli, 'serve', '--config', file, '--port', '0'], {
+      cwd: root,
+      stdin: 'ignore',
+      stdout: 'pipe',
+      stderr: 'pipe',
+    })
+    started.add(onBun)
+    try {
+      const bunLog = onBun.stderr.getReader()
+      let log = ''
+      while (!/"msg":"Listening\."/.test(log)) {
+        const { done, value } = await bunLog.read()
+        if (done) throw new Error(`the Bun engine exited before listening:\n${log}`)
+        log += new TextDecoder().decode(value)
+      }
+      bunLog.releaseLock()
+      const bunUrl = /"url":"(http:\/\/[^"]+)"/.exec(log)![1]!.replace('0.0.0.0', '127.0.0.1')
+      const visitor = { 'x-forwarded-for': '198.51.100.23' }
+      const page = { n: 'pageview', u: 'https://example.com/', d: 'example.com' }
+      // Four requests over both engines against a shared limit of 3 a minute: the last is throttled
+      // wherever it lands, once the counts have met in Redis.
+      const statuses: number[] = []
+      for (const url of [onDeno.url, bunUrl, onDeno.url]) {
+        statuses.push((await plausible(url, page, visitor)).status)
+        await Bun.sleep(300)
+      }
+      const fourth = await plausible(bunUrl, page, visitor)
+      statuses.push(fourth.status)
+      expect(statuses.slice(0, 3)).toEqual([202, 202, 202])
+      expect(fourth.headers.get('x-plausible-dropped')).toBe('1')
+      expect(await redis.client.send('KEYS', ['*salt*'])).not.toEqual([])
+      onBun.kill('SIGTERM')
+      const [denoRun, bunRows] = await Promise.all([stop(onDeno), new Response(onBun.stdout).text()])
+      expect(denoRun.code).toBe(0)
+      const ids = [...rowsOf(denoRun.stdout), ...rowsOf(bunRows)]
+        .filter((r) => r._table === 'events_v2')
+        .map((r) => r.user_id)
+      expect(ids.length).toBe(3)
+      expect(new Set(ids).size).toBe(1)
+      expect(ids[0]).not.toBe('0')
+    } finally {
+      onBun.kill('SIGKILL')
+      await redis.destroy()
+    }
+  }, 60_000)
 })
