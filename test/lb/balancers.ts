@@ -91,7 +91,12 @@ function collect(proc: Subprocess<'ignore', 'pipe', 'pipe'>): () => string {
   let text = ''
   const read = async (stream: ReadableStream<Uint8Array>) => {
     const decoder = new TextDecoder()
-    for await (const chunk of stream) text += decoder.decode(chunk, { stream: true })
+    const reader = stream.getReader()
+    for (;;) {
+      const { done, value } = await reader.read()
+      if (done) return
+      text += decoder.decode(value, { stream: true })
+    }
   }
   void read(proc.stdout)
   void read(proc.stderr)

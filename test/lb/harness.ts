@@ -72,11 +72,25 @@ export interface EngineStart {
  * Writes `config` as YAML in a new folder under `dir` and runs `bun core/cli.ts serve` on `port`
  * (with the stdout sink in the config, standard output carries the rows). Resolves once it listens.
  */
-export async function startEngine(config: Record<string, unknown>, dir: string, o: EngineStart): Promise<EngineProcess> {
+export async function startEngine(
+  config: Record<string, unknown>,
+  dir: string,
+  o: EngineStart,
+): Promise<EngineProcess> {
   const file = join(mkdtempSync(join(dir, `${o.name}-`)), 'analytics.yaml')
   writeFileSync(file, stringify(config))
   const proc = Bun.spawn(
-    [...(o.prefix ?? []), process.execPath, ...(o.bunFlags ?? []), cli, 'serve', '--config', file, '--port', String(o.port)],
+    [
+      ...(o.prefix ?? []),
+      process.execPath,
+      ...(o.bunFlags ?? []),
+      cli,
+      'serve',
+      '--config',
+      file,
+      '--port',
+      String(o.port),
+    ],
     { cwd: root, stdout: 'pipe', stderr: 'pipe', env: { ...process.env, ...o.env } },
   )
   running.add(proc)
@@ -91,8 +105,11 @@ export async function startEngine(config: Record<string, unknown>, dir: string, 
   const readAll = async (stream: ReadableStream<Uint8Array>, line: (text: string) => void) => {
     const decoder = new TextDecoder()
     let pending = ''
-    for await (const chunk of stream) {
-      pending += decoder.decode(chunk, { stream: true })
+    const reader = stream.getReader()
+    for (;;) {
+      const { done, value } = await reader.read()
+      if (done) return
+      pending += decoder.decode(value, { stream: true })
       let nl = pending.indexOf('\n')
       while (nl >= 0) {
         line(pending.slice(0, nl))
@@ -139,7 +156,7 @@ export async function startEngine(config: Record<string, unknown>, dir: string, 
 
 export interface Answer {
   status: number
-  /** The `x-plausible-dropped` header, when the event was dropped (e.g. `throttle`). */
+  /** The `x-plausible-dropped` header (how many events of the request were dropped), if any. */
   dropped: string | undefined
 }
 

@@ -11,8 +11,8 @@ import { afterAll, beforeAll, describe, expect, test } from 'bun:test'
 import { join } from 'node:path'
 import { freePort } from '../clickhouse/harness.ts'
 import {
-  type Balancer,
   type Backend,
+  type Balancer,
   haproxyBinary,
   haproxyConfig,
   nginxBinary,
