@@ -31,7 +31,8 @@ export interface Balancer {
   stop(): Promise<void>
 }
 
-function replaceOnce(text: string, pattern: RegExp, by: string, what: string): string {
+/** Replaces every match of `pattern`; throws when there is none (the shipped file changed). */
+function rewrite(text: string, pattern: RegExp, by: string, what: string): string {
   const matches = text.match(new RegExp(pattern.source, `${pattern.flags.replace('g', '')}g`))
   if (!matches || matches.length === 0) throw new Error(`the shipped config has no ${what} (${pattern})`)
   return text.replace(new RegExp(pattern.source, `${pattern.flags.replace('g', '')}g`), by)
@@ -40,13 +41,13 @@ function replaceOnce(text: string, pattern: RegExp, by: string, what: string): s
 /** The shipped HAProxy config with the test's addresses. */
 export function haproxyConfig(file: string, port: number, backends: Backend[], dir: string, cdn?: string): string {
   let text = readFileSync(join(root, 'examples/lb', file), 'utf8')
-  text = replaceOnce(text, /^ {4}bind :80$/m, `    bind 127.0.0.1:${port}`, 'bind :80')
+  text = rewrite(text, /^ {4}bind :80$/m, `    bind 127.0.0.1:${port}`, 'bind :80')
   const servers = backends.map((b) => `    server ${b.name} 127.0.0.1:${b.port}`).join('\n')
-  text = replaceOnce(text, /^ {4}server engine1 .*\n {4}server engine2 .*$/m, servers, 'server lines')
+  text = rewrite(text, /^ {4}server engine1 .*\n {4}server engine2 .*$/m, servers, 'server lines')
   if (cdn !== undefined) {
     const ranges = join(dir, 'cdn-ranges.lst')
     writeFileSync(ranges, `${cdn}\n`)
-    text = replaceOnce(text, /\/etc\/haproxy\/cdn-ranges\.lst/, ranges, 'CDN ranges file')
+    text = rewrite(text, /\/etc\/haproxy\/cdn-ranges\.lst/, ranges, 'CDN ranges file')
   }
   return text
 }
@@ -54,22 +55,22 @@ export function haproxyConfig(file: string, port: number, backends: Backend[], d
 /** The shipped nginx config with the test's addresses and file paths. */
 export function nginxConfig(file: string, port: number, backends: Backend[], dir: string, cdn?: string): string {
   let text = readFileSync(join(root, 'examples/lb', file), 'utf8')
-  text = replaceOnce(text, /^ {8}listen 80;$/m, `        listen 127.0.0.1:${port};`, 'listen 80')
-  text = replaceOnce(text, /\/run\/nginx-analytics\.pid/, join(dir, 'nginx.pid'), 'pid path')
-  text = replaceOnce(text, /\/var\/log\/nginx\/analytics-error\.log/, join(dir, 'error.log'), 'error_log path')
+  text = rewrite(text, /^ {8}listen 80;$/m, `        listen 127.0.0.1:${port};`, 'listen 80')
+  text = rewrite(text, /\/run\/nginx-analytics\.pid/, join(dir, 'nginx.pid'), 'pid path')
+  text = rewrite(text, /\/var\/log\/nginx\/analytics-error\.log/, join(dir, 'error.log'), 'error_log path')
   const servers = backends.map((b) => `        server 127.0.0.1:${b.port} max_fails=1 fail_timeout=5s;`).join('\n')
-  text = replaceOnce(
+  text = rewrite(
     text,
     /^ {8}server 10\.0\.0\.11:8000 max_fails=1 fail_timeout=5s;\n {8}server 10\.0\.0\.12:8000 max_fails=1 fail_timeout=5s;$/m,
     servers,
     'upstream servers',
   )
-  if (cdn !== undefined) text = replaceOnce(text, /173\.245\.48\.0\/20/, `${cdn}/32`, 'CDN range')
+  if (cdn !== undefined) text = rewrite(text, /173\.245\.48\.0\/20/, `${cdn}/32`, 'CDN range')
   // Temporary files of a test instance stay in its folder (workers run as nobody).
   const temps = ['client_body', 'proxy', 'fastcgi', 'uwsgi', 'scgi']
     .map((t) => `    ${t}_temp_path ${join(dir, t)};`)
     .join('\n')
-  return replaceOnce(text, /^http \{$/m, `http {\n${temps}`, 'http block')
+  return rewrite(text, /^http \{$/m, `http {\n${temps}`, 'http block')
 }
 
 async function waitForPort(port: number, proc: Subprocess, log: () => string): Promise<void> {

@@ -173,19 +173,29 @@ describe.skipIf(why !== undefined || !clickhouseBinary)('a machine cut off from 
           compression: 'none',
         })
         for (const replica of [r1, r2]) {
+          let seen = ''
           await until(
             async () => {
-              const text = await replica
+              seen = await replica
                 .query(
                   "SELECT (SELECT count() FROM partition.events_v2_local), (SELECT sum(queue_size) FROM system.replicas WHERE database = 'partition')",
                 )
-                .catch(() => '-1\t-1')
-              const [events, queued] = text.trim().split('\t').map(Number)
+                .catch((error) => `-1\t-1\t${error}`)
+              const [events, queued] = seen.trim().split('\t').map(Number)
               return events! >= outcome.accepted.size && queued === 0
             },
             60_000,
             `every row on ${replica.url}, replication queue empty`,
-          )
+          ).catch(async (error) => {
+            const queue = await replica
+              .query(
+                "SELECT table, type, num_tries, last_exception FROM system.replication_queue WHERE database = 'partition' FORMAT TSV",
+              )
+              .catch((e) => String(e))
+            throw new Error(
+              `${(error as Error).message}: ${outcome.accepted.size} accepted, (events, queued) = ${seen.trim()}\n${queue}`,
+            )
+          })
           const [counts] = await replica.rows<{ rows: string; seqs: string }>(
             `SELECT toString(count()) AS rows, toString(uniqExact(${SEQ})) AS seqs FROM partition.events_v2_local`,
           )
