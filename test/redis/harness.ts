@@ -37,15 +37,22 @@ export interface RedisServer {
   destroy(): Promise<void>
 }
 
-export async function startRedis(): Promise<RedisServer | undefined> {
+/** `host`: the address to listen on (default 127.0.0.1), e.g. a bridge the test made for namespaces. */
+export async function startRedis(o: { host?: string } = {}): Promise<RedisServer | undefined> {
   if (!redisBinary) return undefined
+  const host = o.host ?? '127.0.0.1'
   const port = await freePort()
   const dir = mkdtempSync(join(tmpdir(), 'redis-test-'))
   let proc: Subprocess | undefined
-  const url = `redis://127.0.0.1:${port}`
+  const url = `redis://${host}:${port}`
   const start = async () => {
     proc = spawn(
-      [redisBinary, '--port', String(port), '--bind', '127.0.0.1', '--dir', dir, '--save', '', '--appendonly', 'no'],
+      [
+        ...[redisBinary, '--port', String(port), '--bind', host, '--dir', dir, '--save', '', '--appendonly', 'no'],
+        // Off loopback, protected mode refuses every client without a password; such an address
+        // exists only on links the test made (test/netns/network.ts).
+        ...(host === '127.0.0.1' ? [] : ['--protected-mode', 'no']),
+      ],
       { stdout: 'ignore', stderr: 'ignore' },
     )
     const deadline = Date.now() + 10_000
