@@ -1,0 +1,414 @@
+// The sessions' copy of record in Redis (issue "scale out": "the copy of record of sessions (written
+// behind, pipelined, never one awaited round trip per event)"; research/scale-out.md §2.3, §3.2).
+//
+// The in-memory store stays the authority of the owning engine: every event's read-modify-write runs
+// there, synchronously. Changed sessions are only marked here; every `flushMs` one batch of them is
+// written with one guarded script call per 500 sessions (or pipelined SET PX), never awaited by an
+// event. Redis is read only on a local miss, so that a visitor whose owner changed (a restart, a
+// machine added) continues the session the former owner left there. The guard keeps a stale former
+// owner, or a write delayed by an outage, from overwriting a newer state: a state is written only
+// when the stored one is not newer (by last event time, then event count).
+//
+// The value holds what a sessions_v2 row holds (hashed ids, pages, attribution), never an address or
+// a user agent.
+
+import type { Logger } from '../../core/logger.ts'
+import { type RedisCommands, within } from '../../core/redis.ts'
+import { Attribution, Session } from './session.ts'
+
+/** Sessions per script call (or per pipelined run of SETs). */
+const BATCH = 500
+/** Changed sessions remembered while Redis is away; past it, changes are dropped (and counted). */
+const MAX_DIRTY = 200_000
+/** How often an unreachable Redis is asked again. */
+const PROBE_MS = 1000
+const LATE = Symbol('late')
+
+/**
+ * Writes each KEYS[i] with ARGV[i+1] (PX ARGV[1]) unless the stored state is newer: states begin with
+ * `[lastSeen,events,`, compared in that order. Returns how many were written.
+ */
+export const GUARD_SCRIPT = `local written = 0
+for i = 1, #KEYS do
+  local new = ARGV[i + 1]
+  local old = redis.call('GET', KEYS[i])
+  local newer = false
+  if old then
+    local os, oe = string.match(old, '^%[([%d%.eE+-]+),(%d+),')
+    local ns, ne = string.match(new, '^%[([%d%.eE+-]+),(%d+),')
+    os, oe, ns, ne = tonumber(os), tonumber(oe), tonumber(ns), tonumber(ne)
+    if os and ns then newer = os > ns or (os == ns and oe > ne) end
+  end
+  if not newer then
+    redis.call('SET', KEYS[i], new, 'PX', ARGV[1])
+    written = written + 1
+  end
+end
+return written`
+
+export const GUARD_SHA = new Bun.CryptoHasher('sha1').update(GUARD_SCRIPT).digest('hex')
+
+/** The state as stored: a JSON array that starts with what the guard compares. */
+export function encodeState(s: Session): string {
+  const a = s.attribution
+  return JSON.stringify([
+    s.lastSeen,
+    s.events,
+    s.sessionId.toString(),
+    s.userId.toString(),
+    s.siteId,
+    s.start,
+    s.timestamp,
+    s.pageviews,
+    s.isBounce,
+    s.hostname,
+    s.entryPage,
+    s.exitPage,
+    s.exitPageHostname,
+    a.referrer,
+    a.referrer_source,
+    a.click_id_param,
+    a.utm_medium,
+    a.utm_source,
+    a.utm_campaign,
+    a.utm_content,
+    a.utm_term,
+    a.country_code,
+    a.subdivision1_code,
+    a.subdivision2_code,
+    a.city_geoname_id,
+    a.screen_size,
+    a.operating_system,
+    a.operating_system_version,
+    a.browser,
+    a.browser_version,
+    a.acquisition_channel,
+    a.entry_meta_key,
+    a.entry_meta_value,
+  ])
+}
+
+const STATE_LENGTH = 33
+
+/** The session of a stored state; undefined when the value is not one (another writer, damage). */
+export function decodeState(text: string, pages: (s: string) => string): Session | undefined {
+  try {
+    const v = JSON.parse(text) as unknown[]
+    if (!Array.isArray(v) || v.length !== STATE_LENGTH) return undefined
+    const str = (i: number) => {
+      const x = v[i]
+      if (typeof x !== 'string') throw new TypeError('not a string')
+      return x
+    }
+    const num = (i: number) => {
+      const x = v[i]
+      if (typeof x !== 'number' || !Number.isFinite(x)) throw new TypeError('not a number')
+      return x
+    }
+    const list = (i: number) => {
+      const x = v[i]
+      if (!Array.isArray(x) || !x.every((e) => typeof e === 'string')) throw new TypeError('not a list')
+      return x as string[]
+    }
+    const attribution = new Attribution(
+      str(13),
+      str(14),
+      str(15),
+      str(16),
+      str(17),
+      str(18),
+      str(19),
+      str(20),
+      str(21),
+      str(22),
+      str(23),
+      num(24),
+      str(25),
+      str(26),
+      str(27),
+      str(28),
+      str(29),
+      str(30),
+      list(31),
+      list(32),
+    )
+    return new Session(
+      BigInt(str(2)),
+      BigInt(str(3)),
+      num(4),
+      num(5),
+      num(6),
+      num(0),
+      num(7),
+      num(1),
+      num(8) === 0 ? 0 : 1,
+      pages(str(9)),
+      pages(str(10)),
+      pages(str(11)),
+      pages(str(12)),
+      attribution,
+    )
+  } catch {
+    return undefined
+  }
+}
+
+export interface RedisCopyOptions {
+  /**
+   * Makes a connection. Called again after an outage: Bun's client gives up for good after its
+   * reconnection attempts (measured: ~31 s), and a fresh one must not replay commands queued
+   * while the server was away.
+   */
+  connect: () => RedisCommands
+  keyPrefix: string
+  /** How long changes wait before they are written (ms): one batch per interval. */
+  flushMs: number
+  /** A read on a miss waits at most this long (ms); then the event starts a new session. */
+  readTimeoutMs: number
+  /** A batch of writes taking longer fails (ms). */
+  writeTimeoutMs: number
+  /** Keys expire this long after their last write (ms): the session timeout. */
+  ttlMs: number
+  /** Guarded writes (script) or plain pipelined SET PX. */
+  guard: boolean
+  logger: Logger
+}
+
+/** What the copy did, for logs, tests and the bench. */
+export interface RedisCopyStats {
+  /** Session states written (accepted by Redis). */
+  written: number
+  /** States the guard refused because Redis held a newer one. */
+  refused: number
+  /** States not written because Redis was away (or the backlog was full); later ones may be. */
+  dropped: number
+  /** Misses that asked Redis. */
+  reads: number
+  /** Misses answered with a stored session. */
+  found: number
+  /** Misses that went on as new sessions without an answer (Redis away or slow). */
+  unanswered: number
+  /** Batches sent. */
+  batches: number
+}
+
+/** Which keys a session lives under: a visitor's user id, or a dialect's own session id. */
+export type RemoteSpace = 'user' | 'client'
+
+export class RedisCopy {
+  readonly stats: RedisCopyStats = { written: 0, refused: 0, dropped: 0, reads: 0, found: 0, unanswered: 0, batches: 0 }
+  // Changed sessions and the id they are stored under, by space; a session changed twice before a
+  // flush is written once. Keyed by the object, so marking builds no key string.
+  private dirtyUser = new Map<Session, bigint>()
+  private dirtyClient = new Map<Session, bigint>()
+  private timer: ReturnType<typeof setTimeout> | undefined
+  private flushing: Promise<void> | undefined
+  private unreachable = false
+  private probing: ReturnType<typeof setInterval> | undefined
+  private closed = false
+  private readonly ttl: string
+  private redis: RedisCommands
+  private probeUnderWay = false
+
+  constructor(private readonly o: RedisCopyOptions) {
+    this.ttl = String(o.ttlMs)
+    this.redis = o.connect()
+  }
+
+  /** Whether misses should ask Redis now (not while it is known to be away). */
+  get reachable(): boolean {
+    return !this.unreachable
+  }
+
+  key(space: RemoteSpace, siteId: number, id: bigint): string {
+    return `${this.o.keyPrefix}${space === 'user' ? 's' : 'sc'}:${siteId}:${id}`
+  }
+
+  /** Marks a session changed; it is written with the next batch. O(1), no allocation on a repeat. */
+  mark(space: RemoteSpace, id: bigint, session: Session): void {
+    const dirty = space === 'user' ? this.dirtyUser : this.dirtyClient
+    if (dirty.size >= MAX_DIRTY && !dirty.has(session)) {
+      this.stats.dropped++
+      return
+    }
+    dirty.set(session, id)
+    if (this.timer === undefined && !this.unreachable && !this.closed) {
+      this.timer = setTimeout(this.onTimer, this.o.flushMs)
+      this.timer.unref?.()
+    }
+  }
+
+  /**
+   * The stored states under `keys` (a visitor's current and previous ids), one answer for all, or
+   * none when Redis does not answer within the read timeout (counted; the event goes on).
+   */
+  async read(keys: string[]): Promise<(string | null)[] | undefined> {
+    this.stats.reads++
+    let timer: ReturnType<typeof setTimeout> | undefined
+    const late = new Promise<typeof LATE>((resolve) => {
+      timer = setTimeout(() => resolve(LATE), this.o.readTimeoutMs)
+    })
+    try {
+      const values = await Promise.race([this.redis.send('MGET', keys) as Promise<(string | null)[]>, late])
+      if (values === LATE) {
+        // Slow, not necessarily away: this event goes on, the next miss asks again.
+        this.stats.unanswered++
+        return undefined
+      }
+      if (values.some((v) => v !== null)) this.stats.found++
+      return values
+    } catch (error) {
+      this.stats.unanswered++
+      this.lost(error)
+      return undefined
+    } finally {
+      clearTimeout(timer)
+    }
+  }
+
+  /** Counts a miss that did not ask because Redis is known to be away. */
+  skipRead(): void {
+    this.stats.unanswered++
+  }
+
+  /** Writes every marked session now; resolves when Redis answered (never rejects). */
+  flush(): Promise<void> {
+    if (this.timer !== undefined) {
+      clearTimeout(this.timer)
+      this.timer = undefined
+    }
+    this.flushing ??= this.flushOnce().finally(() => {
+      this.flushing = undefined
+      // Changes made while the batch was under way wait for the next interval.
+      if ((this.dirtyUser.size > 0 || this.dirtyClient.size > 0) && !this.unreachable && !this.closed) {
+        this.timer ??= setTimeout(this.onTimer, this.o.flushMs)
+        this.timer.unref?.()
+      }
+    })
+    return this.flushing
+  }
+
+  /** Writes what is marked (at shutdown: the next owner finds the sessions), then disconnects. */
+  async close(): Promise<void> {
+    this.closed = true
+    if (this.probing !== undefined) clearInterval(this.probing)
+    await this.flushing
+    if (!this.unreachable) await this.flush()
+    const left = this.dirtyUser.size + this.dirtyClient.size
+    if (left > 0) this.stats.dropped += left
+    this.redis.close()
+  }
+
+  private readonly onTimer = () => {
+    this.timer = undefined
+    void this.flush()
+  }
+
+  private async flushOnce(): Promise<void> {
+    const user = this.dirtyUser
+    const client = this.dirtyClient
+    if (user.size === 0 && client.size === 0) return
+    this.dirtyUser = new Map()
+    this.dirtyClient = new Map()
+    const keys: string[] = []
+    const values: string[] = []
+    for (const [map, space] of [
+      [user, 'user'],
+      [client, 'client'],
+    ] as const) {
+      for (const [session, id] of map) {
+        keys.push(this.key(space, session.siteId, id))
+        values.push(encodeState(session))
+      }
+    }
+    const sends: Promise<unknown>[] = []
+    for (let i = 0; i < keys.length; i += BATCH) {
+      sends.push(this.sendBatch(keys.slice(i, i + BATCH), values.slice(i, i + BATCH)))
+    }
+    try {
+      await within(Promise.all(sends), this.o.writeTimeoutMs)
+      if (this.unreachable) this.back()
+    } catch (error) {
+      // Kept for the next try when Redis answers again, unless changed meanwhile (newer is marked).
+      for (const [map, dirty] of [
+        [user, this.dirtyUser],
+        [client, this.dirtyClient],
+      ] as const) {
+        for (const [session, id] of map) {
+          if (dirty.has(session)) continue
+          if (dirty.size >= MAX_DIRTY) this.stats.dropped++
+          else dirty.set(session, id)
+        }
+      }
+      this.lost(error)
+    }
+  }
+
+  private async sendBatch(keys: string[], values: string[]): Promise<void> {
+    this.stats.batches++
+    if (!this.o.guard) {
+      // The client pipelines these: one write to the socket, one read of the answers.
+      await Promise.all(keys.map((k, i) => this.redis.send('SET', [k, values[i]!, 'PX', this.ttl])))
+      this.stats.written += keys.length
+      return
+    }
+    const args = [GUARD_SHA, String(keys.length), ...keys, this.ttl, ...values]
+    let written: unknown
+    try {
+      written = await this.redis.send('EVALSHA', args)
+    } catch (error) {
+      if (!String((error as Error).message).includes('NOSCRIPT')) throw error
+      // A restarted Redis has forgotten the script: the body once, cached by Redis from then on.
+      args[0] = GUARD_SCRIPT
+      written = await this.redis.send('EVAL', args)
+    }
+    const n = Number(written)
+    this.stats.written += n
+    this.stats.refused += keys.length - n
+  }
+
+  /** Redis failed: said once per outage; misses stop asking and writes wait until a probe answers. */
+  private lost(error: unknown): void {
+    if (this.unreachable || this.closed) return
+    this.unreachable = true
+    this.o.logger.warn(
+      'Redis is not reachable for sessions; they go on in memory, changes are written when it answers.',
+      { plugin: 'sessions', error: String((error as Error)?.message ?? error) },
+    )
+    // Commands queued in the old connection fail now rather than reach Redis minutes late.
+    this.redis.close()
+    this.probing = setInterval(() => void this.probe(), PROBE_MS)
+    this.probing.unref?.()
+  }
+
+  /** Tries a fresh connection; when it answers, it replaces the old one and the backlog is written. */
+  private async probe(): Promise<void> {
+    if (this.probeUnderWay || this.closed) return
+    this.probeUnderWay = true
+    let fresh: RedisCommands | undefined
+    try {
+      fresh = this.o.connect()
+      await within(fresh.send('PING', []), this.o.writeTimeoutMs)
+    } catch {
+      fresh?.close()
+      return
+    } finally {
+      this.probeUnderWay = false
+    }
+    this.redis = fresh
+    this.back()
+    await this.flush()
+  }
+
+  private back(): void {
+    if (!this.unreachable) return
+    this.unreachable = false
+    if (this.probing !== undefined) clearInterval(this.probing)
+    this.probing = undefined
+    this.o.logger.info('Redis answers again; sessions are written to it.', {
+      plugin: 'sessions',
+      dropped: this.stats.dropped,
+      unanswered: this.stats.unanswered,
+    })
+  }
+}
