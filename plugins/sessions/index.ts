@@ -6,10 +6,12 @@
 import { join } from 'node:path'
 import { Type } from '@sinclair/typebox'
 import type { AnalyticsEvent } from '../../core/event.ts'
-import { definePlugin, type PluginContext, type RunResult } from '../../core/plugin.ts'
+import { ConfigError, definePlugin, type PluginContext, type RunResult } from '../../core/plugin.ts'
 import { connectRedis } from '../../core/redis.ts'
+import { withoutCredentials } from '../../core/urls.ts'
 import { AttributionPool, StringPool } from './intern.ts'
 import { decodeState, RedisCopy, type RemoteSpace } from './redis-copy.ts'
+import { RespWriter } from './resp-writer.ts'
 import {
   isLive,
   putSessionOnEvent,
@@ -64,6 +66,7 @@ export default definePlugin({
             }),
             keyPrefix: Type.String({
               default: 'analytics:',
+              pattern: '^[!-~]*$',
               description: 'Prefix of the session keys (`<prefix>s:<site>:<user_id>`).',
             }),
             flushMs: Type.Integer({
@@ -84,10 +87,10 @@ export default definePlugin({
               default: 1000,
               description: 'A batch of writes unanswered this long counts Redis as away until it answers a probe.',
             }),
-            guard: Type.Boolean({
-              default: true,
+            guard: Type.Union([Type.Literal('late'), Type.Literal('always'), Type.Literal('never')], {
+              default: 'late',
               description:
-                "Write through a script that keeps a newer stored state (a former owner's late write cannot overwrite it); false writes plain SET PX.",
+                'Which writes go through the script that keeps a newer stored state: `late` ones (held back by an outage, when visitors may have moved to other engines), `always` (about 3 times the Redis CPU of SET PX), or `never`.',
             }),
           },
           {
@@ -116,9 +119,15 @@ export default definePlugin({
     const attributions = new AttributionPool(ATTRIBUTION_POOL_LIMIT)
     const ids = new SessionIds()
     const url = options.store?.redis ?? ''
+    if (options.store && (!/^rediss?:\/\/[^/]/.test(url) || !URL.canParse(url))) {
+      throw new ConfigError('store.redis', `not a redis:// or rediss:// URL: ${withoutCredentials(url)}`)
+    }
     const remote = options.store
       ? new RedisCopy({
-          connect: () => connectRedis(url, 'store.redis'),
+          connect: () => ({
+            reads: connectRedis(url, 'store.redis'),
+            writes: RespWriter.connect(url, options.store!.writeTimeoutMs),
+          }),
           keyPrefix: options.store.keyPrefix,
           flushMs: options.store.flushMs,
           readTimeoutMs: options.store.readTimeoutMs,

@@ -33,6 +33,9 @@ export class Attribution {
     readonly entry_meta_key: string[],
     readonly entry_meta_value: string[],
   ) {}
+
+  /** Its part of a session's state in Redis, made on first use (see redis-copy.ts). */
+  encoded: string | undefined = undefined
 }
 
 /**

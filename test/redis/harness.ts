@@ -31,6 +31,8 @@ export interface RedisServer {
   readonly dir: string
   /** A client for the test's own checks. */
   readonly client: RedisClient
+  /** The server process's id (for its CPU time in /proc), while it runs. */
+  pid(): number | undefined
   files(): string[]
   start(): Promise<void>
   kill(): Promise<void>
@@ -68,6 +70,7 @@ export async function startRedis(): Promise<RedisServer | undefined> {
     port,
     dir,
     client,
+    pid: () => proc?.pid,
     files: () => readdirSync(dir),
     start,
     async kill() {
