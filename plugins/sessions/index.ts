@@ -54,7 +54,7 @@ export default definePlugin({
         minimum: 1,
         default: 1_000_000,
         description:
-          'Live sessions kept in memory (about 300 bytes each); past it the longest idle are forgotten first.',
+          'Live sessions kept in memory (about 250 bytes each); past it the longest idle are forgotten first.',
       }),
       store: Type.Optional(
         Type.Object(
