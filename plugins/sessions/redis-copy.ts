@@ -307,6 +307,7 @@ export class RedisCopy {
     if (!this.unreachable) await this.flush()
     const left = this.dirtyUser.size + this.dirtyClient.size
     if (left > 0) this.stats.dropped += left
+    this.o.logger.info('Sessions copy in Redis closed.', { plugin: 'sessions', ...this.stats })
     this.redis.reads.close()
     this.redis.writes.close()
   }

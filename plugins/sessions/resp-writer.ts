@@ -93,6 +93,8 @@ export class RespWriter {
     this.ready = Promise.race([
       connecting.then(async (socket) => {
         this.socket = socket
+        // Connected after a timeout or a close: nobody will use it.
+        if (this.failed !== undefined) socket.end()
         if (hello.length > 0) {
           let text = ''
           for (const c of hello) text += encodeCommand(c)

@@ -8,8 +8,10 @@
 
 import { afterAll, beforeAll, describe, expect, test } from 'bun:test'
 import { createLogger } from '../../core/logger.ts'
+import { ConfigError } from '../../core/plugin.ts'
 import type { RedisCommands } from '../../core/redis.ts'
-import { startTestEngine, TEST_UA, type TestEngine } from '../../core/testing.ts'
+import { setupPlugin, startTestEngine, TEST_UA, type TestEngine } from '../../core/testing.ts'
+import plugin from '../../plugins/sessions/index.ts'
 import {
   decodeState,
   encodeState,
@@ -68,6 +70,16 @@ test('a stored state is ASCII (a RESP length is its length) and reads back the s
   expect(Buffer.byteLength(text)).toBe(text.length)
   attribution.encoded = undefined // the cache of the encoding, not state
   expect(decodeState(text, (p) => p)).toEqual(s)
+})
+
+test('a store URL that is not redis:// is a config error with its path', async () => {
+  for (const redis of ['http://cache:6379', 'redis://', 'cache:6379']) {
+    const error = await setupPlugin(plugin, { store: { redis } }).catch((e: unknown) => e)
+    expect(error).toBeInstanceOf(ConfigError)
+    expect((error as ConfigError).path).toBe('store.redis')
+  }
+  // Key prefixes are printable ASCII (the writer counts bytes by length).
+  await expect(setupPlugin(plugin, { store: { keyPrefix: 'séance:' } })).rejects.toThrow('keyPrefix')
 })
 
 describe.skipIf(!redisBinary)('sessions in Redis', () => {
