@@ -29,6 +29,13 @@ import { type KeySpace, MemorySessionStore, type SessionStore } from './store.ts
 const PAGE_POOL_LIMIT = 100_000
 const ATTRIBUTION_POOL_LIMIT = 50_000
 
+/** `redis://host…` or `rediss://host…`, with a host. */
+function isRedisUrl(url: string): boolean {
+  if (!URL.canParse(url)) return false
+  const u = new URL(url)
+  return (u.protocol === 'redis:' || u.protocol === 'rediss:') && u.hostname !== ''
+}
+
 export default definePlugin({
   name: 'sessions',
   stage: 'enrich',
@@ -119,7 +126,7 @@ export default definePlugin({
     const attributions = new AttributionPool(ATTRIBUTION_POOL_LIMIT)
     const ids = new SessionIds()
     const url = options.store?.redis ?? ''
-    if (options.store && (!/^rediss?:\/\/[^/]/.test(url) || !URL.canParse(url))) {
+    if (options.store && !isRedisUrl(url)) {
       throw new ConfigError('store.redis', `not a redis:// or rediss:// URL: ${withoutCredentials(url)}`)
     }
     const remote = options.store

@@ -17,6 +17,7 @@
 // The value holds what a sessions_v2 row holds (hashed ids, pages, attribution), never an address or
 // a user agent.
 
+import { createHash } from 'node:crypto'
 import type { Logger } from '../../core/logger.ts'
 import { type RedisCommands, within } from '../../core/redis.ts'
 import { encodeAsciiCommand, isAscii, type RespWriter } from './resp-writer.ts'
@@ -54,7 +55,7 @@ for i = 1, n do
 end
 return written`
 
-export const GUARD_SHA = new Bun.CryptoHasher('sha1').update(GUARD_SCRIPT).digest('hex')
+export const GUARD_SHA = createHash('sha1').update(GUARD_SCRIPT).digest('hex')
 
 /** The state as stored: a JSON array that starts with what the guard compares. */
 export function encodeState(s: Session): string {
@@ -84,10 +85,21 @@ export function encodeState(s: Session): string {
   ]).slice(1)
   const text = `[${s.lastSeen},${s.events},"${s.sessionId}","${s.userId}",${s.siteId},${s.start},${s.timestamp},${s.pageviews},${s.isBounce},${JSON.stringify(s.hostname)},${JSON.stringify(s.entryPage)},${JSON.stringify(s.exitPage)},${JSON.stringify(s.exitPageHostname)},${a.encoded}`
   // ASCII only (JSON's \u escapes), so the writer counts its bytes by its length.
-  return isAscii(text) ? text : text.replace(/[\u0080-\uffff]/g, escapeChar)
+  return isAscii(text) ? text : escapeNonAscii(text)
 }
 
-const escapeChar = (c: string): string => `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`
+/** JSON text with every non-ASCII UTF-16 unit written as a \u escape (surrogates one by one). */
+function escapeNonAscii(text: string): string {
+  let out = ''
+  let from = 0
+  for (let i = 0; i < text.length; i++) {
+    const c = text.charCodeAt(i)
+    if (c < 0x80) continue
+    out += `${text.slice(from, i)}\\u${c.toString(16).padStart(4, '0')}`
+    from = i + 1
+  }
+  return out + text.slice(from)
+}
 
 const STATE_LENGTH = 33
 

@@ -68,7 +68,8 @@ export class RespWriter {
     if (db !== '' && db !== '0') hello.push(['SELECT', db])
     const self = this
     const connecting = Bun.connect({
-      hostname: url.hostname.replace(/^\[|\]$/g, ''),
+      // An IPv6 address comes bracketed in a URL, bare to connect().
+      hostname: url.hostname.startsWith('[') ? url.hostname.slice(1, -1) : url.hostname,
       port: Number(url.port || 6379),
       tls: url.protocol === 'rediss:',
       socket: {
