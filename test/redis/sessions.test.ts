@@ -199,6 +199,36 @@ describe.skipIf(!redisBinary)('sessions in Redis', () => {
     }
   })
 
+  test('the database of the URL is used for reads and writes', async () => {
+    const url = `${redis.url}/3`
+    const config = {
+      server: { port: 0, host: '127.0.0.1', trustedProxies: ['loopback'] },
+      sites: [{ id: 4, domain: 'example.com' }],
+      plugins: [
+        'plausible',
+        'client-ip',
+        'user-agent',
+        { 'user-id': { store: 'redis', redis: { url, keyPrefix: 'db3:' } } },
+        { sessions: { snapshot: false, store: { redis: url, keyPrefix: 'db3:' } } },
+      ],
+    }
+    const a = await startTestEngine(config)
+    const b = await startTestEngine(config)
+    const db3 = new Bun.RedisClient(url)
+    try {
+      expect(await send((await a.engine.listen()).port, '198.51.100.30', '/a')).toBe(202)
+      await until(async () => ((await db3.send('KEYS', ['db3:s:*'])) as string[]).length === 1)
+      expect(await keysOf('db3:')).toBe(0) // nothing in database 0
+      // B finds the session in database 3.
+      expect(await send((await b.engine.listen()).port, '198.51.100.30', '/b')).toBe(202)
+      expect(b.sessions().at(-1)!.events).toBe(2)
+    } finally {
+      db3.close()
+      await a.close()
+      await b.close()
+    }
+  })
+
   test('without Redis the same visit is split in two sessions (the control)', async () => {
     const { rowsA, rowsB } = await ownerChange('control:', false)
     expect(rowsA.length).toBe(1)
