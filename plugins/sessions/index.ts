@@ -261,8 +261,9 @@ export default definePlugin({
         if (id === 0n) return runLocal(event, ctx)
         const space: RemoteSpace = preset ? 'client' : 'user'
         const site = event.site_id
+        let key: string | undefined
         if (waiting.size > 0) {
-          const key = remote.key(space, site, id)
+          key = remote.key(space, site, id)
           const before = waiting.get(key)
           if (before !== undefined) {
             const next = () => runLocal(event, ctx)
@@ -275,7 +276,7 @@ export default definePlugin({
           remote.skipRead()
           return runLocal(event, ctx)
         }
-        const key = remote.key(space, site, id)
+        key ??= remote.key(space, site, id)
         const previous = event.previousUserId
         const rotated = space === 'user' && previous !== 0n && previous !== id
         const keys = rotated ? [key, remote.key('user', site, previous)] : [key]

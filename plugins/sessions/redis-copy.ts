@@ -230,6 +230,8 @@ export class RedisCopy {
   private readonly ttl: string
   private redis: RedisLink
   private probeUnderWay = false
+  /** Misses of this turn of the event loop, read together. */
+  private reads: { keys: string[]; resolve: (values: (string | null)[] | undefined) => void }[] = []
   /** Set by an outage, cleared by the first batch written after it: that batch is late. */
   private late = false
 
@@ -262,31 +264,50 @@ export class RedisCopy {
   }
 
   /**
-   * The stored states under `keys` (a visitor's current and previous ids), one answer for all, or
-   * none when Redis does not answer within the read timeout (counted; the event goes on).
+   * The stored states under `keys` (a visitor's current and previous ids), or none when Redis does
+   * not answer within the read timeout (counted; the event goes on). The misses of one turn of the
+   * event loop share one MGET: under load that is one command for many new visitors, not one each.
    */
-  async read(keys: string[]): Promise<(string | null)[] | undefined> {
+  read(keys: string[]): Promise<(string | null)[] | undefined> {
     this.stats.reads++
+    return new Promise((resolve) => {
+      this.reads.push({ keys, resolve })
+      if (this.reads.length === 1) setImmediate(this.sendReads)
+    })
+  }
+
+  private readonly sendReads = () => {
+    const batch = this.reads
+    this.reads = []
+    const unanswered = () => {
+      this.stats.unanswered += batch.length
+      for (const r of batch) r.resolve(undefined)
+    }
+    if (this.unreachable) return unanswered()
+    const keys = batch.length === 1 ? batch[0]!.keys : batch.flatMap((r) => r.keys)
     let timer: ReturnType<typeof setTimeout> | undefined
     const late = new Promise<typeof LATE>((resolve) => {
       timer = setTimeout(() => resolve(LATE), this.o.readTimeoutMs)
     })
-    try {
-      const values = await Promise.race([this.redis.reads.send('MGET', keys) as Promise<(string | null)[]>, late])
-      if (values === LATE) {
-        // Slow, not necessarily away: this event goes on, the next miss asks again.
-        this.stats.unanswered++
-        return undefined
-      }
-      if (values.some((v) => v !== null)) this.stats.found++
-      return values
-    } catch (error) {
-      this.stats.unanswered++
-      this.lost(error)
-      return undefined
-    } finally {
-      clearTimeout(timer)
-    }
+    Promise.race([this.redis.reads.send('MGET', keys) as Promise<(string | null)[]>, late]).then(
+      (values) => {
+        clearTimeout(timer)
+        // Slow, not necessarily away: these events go on, the next misses ask again.
+        if (values === LATE) return unanswered()
+        let at = 0
+        for (const r of batch) {
+          const mine = values.slice(at, at + r.keys.length)
+          at += r.keys.length
+          if (mine.some((v) => v !== null)) this.stats.found++
+          r.resolve(mine)
+        }
+      },
+      (error: unknown) => {
+        clearTimeout(timer)
+        unanswered()
+        this.lost(error)
+      },
+    )
   }
 
   /** Counts a miss that did not ask because Redis is known to be away. */
