@@ -7,8 +7,9 @@
 //   bun bench/memory.ts [--events 1000000] [--visitors 200000] [--config bench/cases/engine-stdout.yaml]
 
 import { heapStats } from 'bun:jsc'
-import { readFileSync } from 'node:fs'
-import { resolve } from 'node:path'
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join, resolve } from 'node:path'
 import { parse } from 'yaml'
 import { resolveConfig } from '../core/config.ts'
 import { createEngine } from '../core/engine.ts'
@@ -27,6 +28,10 @@ const configPath = resolve(root, flag('config', 'bench/cases/engine-stdout.yaml'
 
 const raw = parse(readFileSync(configPath, 'utf8')) as Record<string, unknown>
 raw.sinks = [{ memory: { maxRows: 1000 } }]
+// A fresh state folder: the sessions' snapshot of a previous run (written at shutdown into the
+// config's `.state`) would otherwise be restored and counted as this run's memory.
+const stateDir = mkdtempSync(join(tmpdir(), 'bench-memory-'))
+raw.stateDir = stateDir
 const config = await resolveConfig(raw, { source: configPath, baseDir: resolve(configPath, '..'), vars: {} })
 const engine = await createEngine(config, { logger: silentLogger })
 const route = engine.routes.find((r) => r.route.path === '/api/event')!.route
@@ -68,3 +73,4 @@ console.log(
   `${events} events from ${visitors} visitors in ${seconds.toFixed(1)} s: heap ${mb(heap)} MB after GC, RSS ${mb(rss)} MB, peak RSS ${peakRss().toFixed(0)} MB`,
 )
 await engine.shutdown()
+rmSync(stateDir, { recursive: true, force: true })

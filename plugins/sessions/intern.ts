@@ -1,10 +1,13 @@
 // Bounded interning for session state, so a million idle sessions share their repeated strings and
 // attributions instead of each holding copies (design.md: memory of idle sessions).
 //
+// Attributions with props (entry_meta) are shared too: a site's custom props mostly repeat.
+//
 // Both pools forget everything when full rather than tracking reference counts: sessions keep what
 // they already hold, new sessions start sharing afresh, and the pool's own memory stays capped.
 
 import type { AnalyticsEvent } from '../../core/event.ts'
+import { sortedProps } from '../../core/rows.ts'
 import { type Attribution, attributionOf } from './session.ts'
 
 /** Interns strings (pages, hostnames) up to `limit` distinct values. */
@@ -37,15 +40,20 @@ export class AttributionPool {
 
   /** The shared attribution equal to the one `event` would freeze. */
   of(event: AnalyticsEvent): Attribution {
-    // Props make the entry_meta of a session; they vary too much to be worth sharing.
-    for (const _ in event.props) return attributionOf(event)
-    const hash = hashOf(event)
+    // Props make the session's entry_meta: sorted once here, compared and hashed with the rest.
+    let meta: [string[], string[]] | undefined
+    for (const _ in event.props) {
+      meta = sortedProps(event.props)
+      break
+    }
+    let hash = hashOf(event)
+    if (meta !== undefined) for (let i = 0; i < meta[0].length; i++) hash = mix(mix(hash, meta[0][i]!), meta[1][i]!)
     let bucket = this.buckets.get(hash)
     if (bucket !== undefined) {
-      for (const known of bucket) if (sameAttribution(known, event)) return known
-      if (bucket.length >= BUCKET_LIMIT) return attributionOf(event)
+      for (const known of bucket) if (sameAttribution(known, event, meta)) return known
+      if (bucket.length >= BUCKET_LIMIT) return attributionOf(event, meta)
     }
-    const made = attributionOf(event)
+    const made = attributionOf(event, meta)
     if (this.count >= this.limit) {
       this.buckets.clear()
       this.count = 0
@@ -92,9 +100,17 @@ function mix(h: number, s: string): number {
   )
 }
 
-function sameAttribution(a: Attribution, e: AnalyticsEvent): boolean {
+function sameList(a: readonly string[], b: readonly string[] | undefined): boolean {
+  if (b === undefined) return a.length === 0
+  if (a.length !== b.length) return false
+  for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false
+  return true
+}
+
+function sameAttribution(a: Attribution, e: AnalyticsEvent, meta: [string[], string[]] | undefined): boolean {
   return (
-    a.entry_meta_key.length === 0 &&
+    sameList(a.entry_meta_key, meta?.[0]) &&
+    sameList(a.entry_meta_value, meta?.[1]) &&
     a.city_geoname_id === e.city_geoname_id &&
     a.referrer === e.referrer &&
     a.referrer_source === e.referrer_source &&

@@ -17,10 +17,13 @@ export interface MemoryReport {
   heapMB: number
   rssMB: number
   nsPerEvent: number
+  /** Heap and RSS growth left once every session has expired (two timeouts of event time later). */
+  heapMBAfterExpiry: number
+  rssMBAfterExpiry: number
 }
 
 export async function measureSessions(count: number, distinctPages = count): Promise<MemoryReport> {
-  const instance = await setupPlugin(plugin, { maxSessions: count })
+  const instance = await setupPlugin(plugin, { maxSessions: count, snapshot: false })
   const ctx = contextFor(plugin)
   const browsers = ['Chrome', 'Firefox', 'Safari', 'Edge', 'Opera']
   const countries = ['DE', 'US', 'FR', 'GB', 'EE', 'JP', 'BR', 'IN']
@@ -51,12 +54,27 @@ export async function measureSessions(count: number, distinctPages = count): Pro
   }
   const elapsed = performance.now() - started
   const after = settle()
+  // Two timeouts of event time later, one visitor's event turns the generations twice: every
+  // session of the run is forgotten, and the memory should go back to the start.
+  const lastTime = 1_700_000_000 + Math.floor(count / 1000)
+  for (const later of [lastTime + 1801, lastTime + 3602]) {
+    const event = new AnalyticsEvent()
+    event.name = 'pageview'
+    event.site_id = 1
+    event.user_id = 1n
+    event.timestamp = later
+    await instance.run?.(event, ctx)
+  }
+  await Bun.sleep(200)
+  const expired = settle()
   const report: MemoryReport = {
     sessions: count,
     heapBytesPerSession: Math.round((after.heap - before.heap) / count),
     heapMB: Math.round((after.heap - before.heap) / 1e6),
     rssMB: Math.round((after.rss - before.rss) / 1e6),
     nsPerEvent: Math.round((elapsed * 1e6) / count),
+    heapMBAfterExpiry: Math.round((expired.heap - before.heap) / 1e6),
+    rssMBAfterExpiry: Math.round((expired.rss - before.rss) / 1e6),
   }
   // Keeps the sessions reachable until measured.
   await instance.close?.()

@@ -33,13 +33,26 @@ export class Attribution {
     readonly entry_meta_key: string[],
     readonly entry_meta_value: string[],
   ) {}
+
+  /** Its part of a session's state in Redis, made on first use (see redis-copy.ts). */
+  encoded: string | undefined = undefined
 }
+
+// `pageviews`, `events` and `is_bounce` share one number (26 + 26 + 1 bits, exact in a double):
+// twelve own fields instead of fourteen put a session in JSC's 112-byte size class instead of the
+// 160-byte one (a million sessions: 48 MB less).
+const COUNT_LIMIT = 2 ** 26
+const EVENTS_UNIT = COUNT_LIMIT * 2
 
 /**
  * One live session, kept as small as the rows allow: the frozen attribution is one shared
- * reference, and `duration` is not stored because it always equals |timestamp − start|.
+ * reference, `duration` is not stored because it always equals |timestamp − start|, and the
+ * counters are packed (see above; each saturates at 2^26 − 1, some 67 million).
  */
 export class Session {
+  /** events × 2^27 + pageviews × 2 + is_bounce. */
+  private counts: number
+
   constructor(
     readonly sessionId: bigint,
     /** The user id the session started with; kept across a salt rotation (§9). */
@@ -51,16 +64,44 @@ export class Session {
     public timestamp: number,
     /** Seconds; the latest event time seen, engagements included: what the timeout counts from. */
     public lastSeen: number,
-    public pageviews: number,
-    public events: number,
-    public isBounce: 0 | 1,
+    pageviews: number,
+    events: number,
+    isBounce: 0 | 1,
     public hostname: string,
     public entryPage: string,
     public exitPage: string,
     public exitPageHostname: string,
     readonly attribution: Attribution,
-  ) {}
+  ) {
+    this.counts = clamp(events) * EVENTS_UNIT + clamp(pageviews) * 2 + isBounce
+  }
+
+  get events(): number {
+    return Math.floor(this.counts / EVENTS_UNIT)
+  }
+
+  set events(n: number) {
+    this.counts = clamp(n) * EVENTS_UNIT + (this.counts % EVENTS_UNIT)
+  }
+
+  get pageviews(): number {
+    return Math.floor((this.counts % EVENTS_UNIT) / 2)
+  }
+
+  set pageviews(n: number) {
+    this.counts = this.counts - (this.counts % EVENTS_UNIT) + clamp(n) * 2 + (this.counts % 2)
+  }
+
+  get isBounce(): 0 | 1 {
+    return (this.counts % 2) as 0 | 1
+  }
+
+  set isBounce(b: 0 | 1) {
+    this.counts = this.counts - (this.counts % 2) + b
+  }
 }
+
+const clamp = (n: number): number => (n < COUNT_LIMIT ? n : COUNT_LIMIT - 1)
 
 /** Whether a session last seen at `lastSeen` still takes an event at `time` (both in seconds). */
 export function isLive(session: Session, time: number, timeoutSeconds: number): boolean {
@@ -71,13 +112,16 @@ export function isLive(session: Session, time: number, timeoutSeconds: number): 
 
 const EMPTY: string[] = Object.freeze([]) as unknown as string[]
 
-/** The attribution an event would freeze into a new session. */
-export function attributionOf(event: AnalyticsEvent): Attribution {
+/** The attribution an event would freeze into a new session; `meta` its sorted props when known. */
+export function attributionOf(event: AnalyticsEvent, meta?: [string[], string[]]): Attribution {
   let keys = EMPTY
   let values = EMPTY
-  for (const _ in event.props) {
-    ;[keys, values] = sortedProps(event.props)
-    break
+  if (meta !== undefined) [keys, values] = meta
+  else {
+    for (const _ in event.props) {
+      ;[keys, values] = sortedProps(event.props)
+      break
+    }
   }
   return new Attribution(
     event.referrer,

@@ -29,8 +29,10 @@ export interface RedisServer {
   readonly port: number
   /** The server's folder; it must stay empty (no RDB, no AOF). */
   readonly dir: string
-  /** A client for the test's own checks. */
+  /** A client for the test's own checks (a new one after each `start`). */
   readonly client: RedisClient
+  /** The server process's id (for its CPU time in /proc), while it runs. */
+  pid(): number | undefined
   files(): string[]
   start(): Promise<void>
   kill(): Promise<void>
@@ -69,14 +71,23 @@ export async function startRedis(o: { host?: string } = {}): Promise<RedisServer
     }
   }
   await start()
-  const client = new RedisClient(url)
+  // Bun's client gives up for good after its reconnection attempts (about 31 s): after a restart
+  // the tests get a fresh one.
+  let client = new RedisClient(url)
   return {
     url,
     port,
     dir,
-    client,
+    get client() {
+      return client
+    },
+    pid: () => proc?.pid,
     files: () => readdirSync(dir),
-    start,
+    async start() {
+      await start()
+      client.close()
+      client = new RedisClient(url)
+    },
     async kill() {
       proc?.kill('SIGKILL')
       await proc?.exited
