@@ -23,11 +23,15 @@ import {
   type Route,
   type RunResult,
   STAGES,
+  type WorkerIdentity,
+  workerPath,
 } from './plugin.ts'
 import type { Listener } from './runtime/index.ts'
 import { type SinkDefinition, type SinkInstance, SinkStats } from './sink.ts'
 import { SiteRefresher } from './site-sources.ts'
 import { createSiteTable, type SiteConfig } from './sites.ts'
+import { WorkerLink } from './workers/link.ts'
+import type { WorkerRun } from './workers/supervisor.ts'
 
 export interface EngineSink {
   name: string
@@ -80,6 +84,8 @@ export interface EngineOptions {
   logger?: Logger
   /** A tool's engine (explain, replay): see EngineServices.transient. */
   transient?: boolean
+  /** One of `serve --workers N`'s processes (core/workers/supervisor.ts); default: the only one. */
+  workerRun?: WorkerRun
 }
 
 function makeContext(definition: PluginDefinition): PluginContext {
@@ -102,6 +108,7 @@ export async function createEngine(config: ResolvedConfig, options: EngineOption
   mkdirSync(config.stateDir, { recursive: true })
   const closeHooks: (() => void | Promise<void>)[] = []
   const sites = createSiteTable(config.sites, config.retentionDays)
+  const worker: WorkerIdentity = options.workerRun?.identity ?? { index: 0, count: 1 }
   const services: EngineServices = {
     sites,
     server: config.server,
@@ -112,6 +119,8 @@ export async function createEngine(config: ResolvedConfig, options: EngineOption
     stateDir: config.stateDir,
     resolvePath: (p) => resolve(config.baseDir, p),
     onClose: (fn) => closeHooks.push(fn),
+    worker,
+    perWorker: (path) => workerPath(path, worker),
   }
 
   const issues: ConfigIssue[] = []
@@ -304,8 +313,24 @@ export async function createEngine(config: ResolvedConfig, options: EngineOption
   let drained: (() => void) | undefined
   const handedPeers = new WeakMap<Request, string>()
   const deadlines = new ReadDeadlines(config.server.bodyTimeoutMs)
+  // serve --workers N: requests go to the worker owning their client IP (core/workers/link.ts).
+  const link =
+    options.workerRun && worker.count > 1
+      ? new WorkerLink({
+          run: options.workerRun,
+          ingest,
+          runPrefix: (event) => pipeline.runPrefix(event),
+          processAfterPrefix:
+            durableSinks.length > 0
+              ? (events) => durably(pipeline.process(events, pipeline.ownerStep))
+              : (events) => pipeline.process(events, pipeline.ownerStep),
+          logger,
+          counters: { forwarded: 0, fallback: 0, received: 0 },
+        })
+      : undefined
+  if (link) metrics.workerLink = link.deps.counters
   const host: HttpHost = {
-    routes: routes.map((r) => r.route),
+    routes: routes.map((r) => (link ? link.networkRoute(r.route) : r.route)),
     ingest,
     metrics,
     logger,
@@ -321,7 +346,19 @@ export async function createEngine(config: ResolvedConfig, options: EngineOption
       if (inFlight === 0 && drained) drained()
     },
   }
+  if (link) host.metricsText = () => link.metrics(metrics.render())
   const app = buildHttpApp(host)
+  // What the other workers reach over this one's internal socket: their forwarded requests (counted
+  // by the worker that accepted them, so not in this one's request counts) and this one's metrics.
+  const internalApp = link
+    ? buildHttpApp({
+        ...host,
+        routes: routes.map((r) => link.internalRoute(r.route)),
+        metrics: new Metrics(),
+        metricsText: async () => metrics.render(),
+        peerOf: (request) => link.peerOf(request),
+      })
+    : undefined
 
   let stopping = false
   let listener: Listener | undefined
@@ -330,7 +367,7 @@ export async function createEngine(config: ResolvedConfig, options: EngineOption
   const shutdown = async () => {
     stopping = true
     // Stop accepting; in-flight requests finish.
-    if (listener) await listener.stop().catch(() => {})
+    await Promise.all([listener?.stop().catch(() => {}), link?.stop().catch(() => {})])
     if (inFlight > 0) {
       await new Promise<void>((done) => {
         drained = done
@@ -395,6 +432,7 @@ export async function createEngine(config: ResolvedConfig, options: EngineOption
           return app.handle(routable)
         },
       })
+      if (link && internalApp) link.listen((request) => internalApp.handle(withRoutableUrl(request)))
       return { port: listener.port, hostname: listener.hostname }
     },
     health,
