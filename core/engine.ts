@@ -284,10 +284,31 @@ export async function createEngine(config: ResolvedConfig, options: EngineOption
     await Promise.all(durableSinks.map((s) => s.sync?.()))
     return settled
   }
+  // serve --workers N: events go to the worker owning their client IP (core/workers/link.ts).
+  const link =
+    options.workerRun && worker.count > 1
+      ? new WorkerLink({
+          run: options.workerRun,
+          sites,
+          ownerStep: pipeline.ownerStep,
+          runPrefix: (event) => pipeline.runPrefix(event),
+          processFrom:
+            durableSinks.length > 0
+              ? (events, starts) => durably(pipeline.process(events, starts))
+              : (events, starts) => pipeline.process(events, starts),
+          metricsText: () => metrics.render(),
+          logger,
+          counters: { forwarded: 0, fallback: 0, received: 0 },
+        })
+      : undefined
+  if (link) metrics.workerLink = link.deps.counters
   const ingest: Ingest = {
     newEvent: eventFromRequest,
-    process:
-      durableSinks.length > 0 ? (events) => durably(pipeline.process(events)) : (events) => pipeline.process(events),
+    process: link
+      ? (events) => link.process(events)
+      : durableSinks.length > 0
+        ? (events) => durably(pipeline.process(events))
+        : (events) => pipeline.process(events),
     recordDrop: (event, drop) => pipeline.recordDrop(event, drop),
   }
 
@@ -313,24 +334,8 @@ export async function createEngine(config: ResolvedConfig, options: EngineOption
   let drained: (() => void) | undefined
   const handedPeers = new WeakMap<Request, string>()
   const deadlines = new ReadDeadlines(config.server.bodyTimeoutMs)
-  // serve --workers N: requests go to the worker owning their client IP (core/workers/link.ts).
-  const link =
-    options.workerRun && worker.count > 1
-      ? new WorkerLink({
-          run: options.workerRun,
-          ingest,
-          runPrefix: (event) => pipeline.runPrefix(event),
-          processAfterPrefix:
-            durableSinks.length > 0
-              ? (events) => durably(pipeline.process(events, pipeline.ownerStep))
-              : (events) => pipeline.process(events, pipeline.ownerStep),
-          logger,
-          counters: { forwarded: 0, fallback: 0, received: 0 },
-        })
-      : undefined
-  if (link) metrics.workerLink = link.deps.counters
   const host: HttpHost = {
-    routes: routes.map((r) => (link ? link.networkRoute(r.route) : r.route)),
+    routes: routes.map((r) => r.route),
     ingest,
     metrics,
     logger,
@@ -346,19 +351,8 @@ export async function createEngine(config: ResolvedConfig, options: EngineOption
       if (inFlight === 0 && drained) drained()
     },
   }
-  if (link) host.metricsText = () => link.metrics(metrics.render())
+  if (link) host.metricsText = () => link.metrics()
   const app = buildHttpApp(host)
-  // What the other workers reach over this one's internal socket: their forwarded requests (counted
-  // by the worker that accepted them, so not in this one's request counts) and this one's metrics.
-  const internalApp = link
-    ? buildHttpApp({
-        ...host,
-        routes: routes.map((r) => link.internalRoute(r.route)),
-        metrics: new Metrics(),
-        metricsText: async () => metrics.render(),
-        peerOf: (request) => link.peerOf(request),
-      })
-    : undefined
 
   let stopping = false
   let listener: Listener | undefined
@@ -432,7 +426,7 @@ export async function createEngine(config: ResolvedConfig, options: EngineOption
           return app.handle(routable)
         },
       })
-      if (link && internalApp) link.listen((request) => internalApp.handle(withRoutableUrl(request)))
+      link?.listen()
       return { port: listener.port, hostname: listener.hostname }
     },
     health,

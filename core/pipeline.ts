@@ -52,14 +52,14 @@ export class Pipeline {
   }
 
   /**
-   * Runs the events in order; one outcome per event (`undefined` = accepted). `firstFrom`: the first
-   * event already went through the steps before it (`runPrefix`).
+   * Runs the events in order; one outcome per event (`undefined` = accepted). `starts`: the step
+   * each event starts at, when some already went through the steps before `ownerStep` (`runPrefix`).
    */
-  process(events: AnalyticsEvent[], firstFrom = 0): RunResult[] | Promise<RunResult[]> {
+  process(events: AnalyticsEvent[], starts?: readonly number[]): RunResult[] | Promise<RunResult[]> {
     const outcomes: RunResult[] = new Array(events.length)
     for (let i = 0; i < events.length; i++) {
-      const outcome = this.processOne(events[i]!, i === 0 ? firstFrom : 0)
-      if (outcome instanceof Promise) return this.finishAsync(events, outcomes, i, outcome)
+      const outcome = this.processOne(events[i]!, starts === undefined ? 0 : starts[i]!)
+      if (outcome instanceof Promise) return this.finishAsync(events, outcomes, i, outcome, starts)
       outcomes[i] = outcome
     }
     return outcomes
@@ -154,9 +154,12 @@ export class Pipeline {
     outcomes: RunResult[],
     index: number,
     pending: Promise<RunResult>,
+    starts: readonly number[] | undefined,
   ): Promise<RunResult[]> {
     outcomes[index] = await pending
-    for (let i = index + 1; i < events.length; i++) outcomes[i] = await this.processOne(events[i]!)
+    for (let i = index + 1; i < events.length; i++) {
+      outcomes[i] = await this.processOne(events[i]!, starts === undefined ? 0 : starts[i]!)
+    }
     return outcomes
   }
 

@@ -1,46 +1,43 @@
 // One owner per visitor between the workers of `serve --workers N` (issue "Scale out", research/
-// scale-out.md §3.2). The kernel spreads connections, not visitors, over the workers; so a worker
-// that accepts a request learns its client IP exactly as the configured pipeline does (it runs the
-// parse and identify steps, which keep no state, on the request's first event), computes the owner
-// of that IP (owner.ts) and, when another worker owns it, forwards the whole request over the
-// owner's internal Unix socket and relays the owner's answer unchanged. The owner processes it as
-// if it had accepted it (the socket peer and arrival time travel with it) and never forwards again.
-// An owner that cannot be reached (restarting) costs a local processing, counted: a session may
-// split, no event is lost.
+// scale-out.md §3.2). The kernel spreads connections, not visitors, over the workers. So the worker
+// that accepts a request parses it with its dialect, runs the parse and identify steps on its
+// events (they keep no state; this is how the configured pipeline learns the client IP), and
+// computes the owner of the first event's client IP (owner.ts; a request is one client). When
+// another worker owns it, the events go to the owner over a persistent Unix socket (frames.ts); the
+// owner runs the rest of the pipeline (sessions, rate limits, sinks, and the durable commit under
+// `ack: durable`) and answers each event's verdict, from which the accepting worker's dialect
+// answers the client as usual. The owner never forwards again.
 //
-// Each worker also answers GET /metrics on its internal socket, so the worker asked on the network
-// can sum every worker's series into one view.
+// An owner that cannot be reached (restarting) costs a local processing, counted: a session may
+// split, no event is lost. Events in flight to an owner that dies are processed locally too, so an
+// event may then be stored twice (at-least-once), never lost.
+//
+// The same sockets carry /metrics requests, so the worker asked on the network can sum every
+// worker's series into one view.
 
 import { chmodSync, rmSync } from 'node:fs'
 import type { AnalyticsEvent } from '../event.ts'
 import type { Logger } from '../logger.ts'
-import type { Drop, Ingest, IngestRequest, Route, RunResult } from '../plugin.ts'
+import type { Drop, RunResult } from '../plugin.ts'
+import { DurabilityError } from '../sink.ts'
+import type { SiteTable } from '../sites.ts'
+import {
+  decodeEvents,
+  type EventsFrame,
+  encodeEvents,
+  FrameWriter,
+  LineReader,
+  type MetricsFrame,
+  type ReplyFrame,
+} from './frames.ts'
 import { sumMetrics } from './metrics-sum.ts'
 import { ownerOf } from './owner.ts'
 import { socketPath, type WorkerRun } from './supervisor.ts'
 
-/** The forwarded request's socket peer and arrival time (ms), as `<peer> <receivedAt>`. */
-const META_HEADER = 'x-analytics-forwarded'
-/** Headers that describe the hop or the body's old encoding, not the request: not forwarded. */
-const HOP_HEADERS = new Set([
-  'connection',
-  'keep-alive',
-  'transfer-encoding',
-  'content-length',
-  'content-encoding',
-  'host',
-  'te',
-  'upgrade',
-  META_HEADER,
-])
-const RELAY_SKIP = new Set(['connection', 'keep-alive', 'transfer-encoding', 'content-length', 'date'])
 /** How long collecting another worker's metrics may take before its share is left out. */
 const METRICS_TIMEOUT_MS = 2_000
-
-/** Thrown through the dialect when another worker owns the request's client IP. */
-class NotOwner {
-  constructor(readonly owner: number) {}
-}
+/** After a failed connect, requests for that owner are processed locally this long before trying again. */
+const RETRY_CONNECT_MS = 50
 
 export interface LinkCounters {
   /** Requests sent to their owner. */
@@ -53,215 +50,297 @@ export interface LinkCounters {
 
 export interface LinkDeps {
   run: WorkerRun
-  /** The engine's ingest (durable when configured). */
-  ingest: Ingest
-  /** Steps before the pipeline's owner step, on one event, counting nothing. */
+  sites: SiteTable
+  /** The first step after the identify stage (Pipeline.ownerStep). */
+  ownerStep: number
+  /** Steps before ownerStep on one event, counting nothing (Pipeline.runPrefix). */
   runPrefix(event: AnalyticsEvent): boolean | Promise<boolean>
-  /** `ingest.process` for events whose first one went through runPrefix. */
-  processAfterPrefix(events: AnalyticsEvent[]): RunResult[] | Promise<RunResult[]>
+  /** The rest of the pipeline and, under `ack: durable`, the commit. */
+  processFrom(events: AnalyticsEvent[], starts: readonly number[]): RunResult[] | Promise<RunResult[]>
+  /** This worker's own /metrics text. */
+  metricsText(): string
   logger: Logger
   counters: LinkCounters
 }
 
-/**
- * The ingest a network request's dialect gets: the first `process` call finds the owner; until
- * then drops the dialect records wait, since a forwarded request is counted by its owner.
- */
-class OwnerProbe implements Ingest {
-  private decided = false
-  private waitingDrops: [AnalyticsEvent, Drop][] | undefined
+type Pending =
+  | {
+      kind: 'events'
+      events: AnalyticsEvent[]
+      starts: number[]
+      resolve(r: RunResult[] | PromiseLike<RunResult[]>): void
+    }
+  | { kind: 'metrics'; resolve(text: string | undefined): void }
+
+interface ClientSocket {
+  write(data: Uint8Array): number
+  end(): void
+}
+
+/** This worker's connection to one owner. */
+class OwnerConnection {
+  private socket: ClientSocket | undefined
+  private writer: FrameWriter | undefined
+  private connecting = false
+  private retryAt = 0
+  private nextId = 1
+  private readonly pending = new Map<number, Pending>()
+  private queued: string[] = []
 
   constructor(
     private readonly link: WorkerLink,
-    private readonly base: Ingest,
+    private readonly owner: number,
   ) {}
 
-  newEvent(req: IngestRequest, dialect: string): AnalyticsEvent {
-    return this.base.newEvent(req, dialect)
+  /** Whether a request may be sent now (false: the owner is known to be unreachable for a moment). */
+  usable(): boolean {
+    return this.socket !== undefined || Date.now() >= this.retryAt
   }
 
-  recordDrop(event: AnalyticsEvent, drop: Drop): void {
-    if (this.decided) this.base.recordDrop(event, drop)
-    else if (this.waitingDrops === undefined) this.waitingDrops = [[event, drop]]
-    else this.waitingDrops.push([event, drop])
-  }
-
-  process(events: AnalyticsEvent[]): RunResult[] | Promise<RunResult[]> {
-    if (this.decided || events.length === 0) {
-      this.settle()
-      return this.base.process(events)
+  send(encode: (id: number) => string, pending: Pending): void {
+    const id = this.nextId++
+    this.pending.set(id, pending)
+    const line = encode(id)
+    if (this.writer) this.writer.send(line)
+    else {
+      this.queued.push(line)
+      this.connect()
     }
-    const ran = this.link.deps.runPrefix(events[0]!)
-    if (ran instanceof Promise) return ran.then((done) => this.route(events, done))
-    return this.route(events, ran)
   }
 
-  private route(events: AnalyticsEvent[], prefixDone: boolean): RunResult[] | Promise<RunResult[]> {
-    const owner = ownerOf(events[0]!.clientIp, this.link.count)
-    if (owner !== this.link.index) throw new NotOwner(owner)
-    this.settle()
-    return prefixDone ? this.link.deps.processAfterPrefix(events) : this.base.process(events)
+  private connect(): void {
+    if (this.connecting) return
+    this.connecting = true
+    const reader = new LineReader()
+    Bun.connect({
+      unix: socketPath(this.link.deps.run.runDir, this.owner),
+      socket: {
+        data: (_socket, chunk) => reader.push(chunk, (frame) => this.reply(frame as ReplyFrame)),
+        drain: () => this.writer?.drain(),
+        close: () => this.lost(),
+        error: () => this.lost(),
+      },
+    }).then(
+      (socket) => {
+        this.connecting = false
+        this.socket = socket
+        this.writer = new FrameWriter(socket)
+        for (const line of this.queued) this.writer.send(line)
+        this.queued = []
+      },
+      () => {
+        this.connecting = false
+        this.retryAt = Date.now() + RETRY_CONNECT_MS
+        this.lost()
+      },
+    )
   }
 
-  /** This worker processes the request: the drops recorded so far count here. */
-  settle(): void {
-    this.decided = true
-    const waiting = this.waitingDrops
-    if (waiting === undefined) return
-    this.waitingDrops = undefined
-    for (const [event, drop] of waiting) this.base.recordDrop(event, drop)
+  private reply(frame: ReplyFrame): void {
+    const pending = this.pending.get(frame.i)
+    if (!pending) return
+    this.pending.delete(frame.i)
+    if (pending.kind === 'metrics') pending.resolve(frame.t)
+    else if (frame.o) pending.resolve(frame.o.map(toOutcome))
+    else if (frame.e === 'durable')
+      pending.resolve(Promise.reject(new DurabilityError('the owning worker could not keep the events on disk')))
+    else pending.resolve(Promise.reject(new Error('the owning worker failed on the events')))
   }
+
+  /** The connection is gone: what waited on it is processed here (events) or left out (metrics). */
+  private lost(): void {
+    this.socket = undefined
+    this.writer = undefined
+    this.queued = []
+    const waiting = [...this.pending.values()]
+    this.pending.clear()
+    for (const p of waiting) {
+      if (p.kind === 'metrics') p.resolve(undefined)
+      else p.resolve(this.link.fallback(this.owner, p.events, p.starts))
+    }
+  }
+
+  close(): void {
+    this.socket?.end()
+  }
+}
+
+const dropCache = new Map<string, Drop>()
+function toOutcome(o: 0 | [string, string]): RunResult {
+  if (o === 0) return undefined
+  const key = `${o[0]}\u0000${o[1]}`
+  let drop = dropCache.get(key)
+  if (!drop) {
+    drop = Object.freeze({ kind: 'drop', reason: o[0], plugin: o[1] }) as Drop
+    dropCache.set(key, drop)
+  }
+  return drop
 }
 
 export class WorkerLink {
   readonly index: number
   readonly count: number
-  private readonly received = new WeakMap<Request, { peer: string; receivedAt: number }>()
-  private server: { stop(closeActive?: boolean): Promise<void> | void } | undefined
+  private readonly owners: (OwnerConnection | undefined)[]
+  private server: { stop(closeActive?: boolean): void } | undefined
+  private readonly accepted = new Set<{ end(): void }>()
+  private inFlight = 0
+  private idle: (() => void) | undefined
+  private closing = false
 
   constructor(readonly deps: LinkDeps) {
     this.index = deps.run.identity.index
     this.count = deps.run.identity.count
-  }
-
-  /** A dialect's route as the network listener serves it: owned requests here, the others forwarded. */
-  networkRoute(route: Route): Route {
-    if (!this.deps.run.affinity || this.count <= 1) return route
-    return {
-      method: route.method,
-      path: route.path,
-      handle: (req, ingest) => {
-        const probe = new OwnerProbe(this, ingest)
-        let answer: Response | Promise<Response>
-        try {
-          answer = route.handle(req, probe)
-        } catch (error) {
-          if (error instanceof NotOwner) return this.forward(error.owner, req, route, ingest)
-          throw error
-        }
-        if (!(answer instanceof Promise)) {
-          probe.settle()
-          return answer
-        }
-        return answer.then(
-          (response) => {
-            probe.settle()
-            return response
-          },
-          (error) => {
-            if (error instanceof NotOwner) return this.forward(error.owner, req, route, ingest)
-            throw error
-          },
-        )
-      },
-    }
-  }
-
-  /** A dialect's route as the internal socket serves it: a forwarded request keeps its arrival time. */
-  internalRoute(route: Route): Route {
-    return {
-      method: route.method,
-      path: route.path,
-      handle: (req, ingest) => {
-        const meta = this.received.get(req.request)
-        return route.handle(meta ? { ...req, receivedAt: meta.receivedAt } : req, ingest)
-      },
-    }
-  }
-
-  /** The socket peer a forwarded request came from (the internal app's `peerOf`). */
-  peerOf(request: Request): string | undefined {
-    return this.received.get(request)?.peer
-  }
-
-  private async forward(owner: number, req: IngestRequest, route: Route, ingest: Ingest): Promise<Response> {
-    const source = req.request
-    const headers = new Headers()
-    source.headers.forEach((value, name) => {
-      if (!HOP_HEADERS.has(name)) headers.append(name, value)
-    })
-    headers.set(META_HEADER, `${req.peerIp} ${req.receivedAt}`)
-    const url = source.url
-    const pathStart = url.indexOf('/', url.indexOf('//') + 2)
-    try {
-      const answer = await fetch(`http://worker${pathStart < 0 ? '/' : url.slice(pathStart)}`, {
-        method: source.method,
-        headers,
-        body: source.method === 'GET' || source.method === 'HEAD' ? undefined : req.body,
-        unix: socketPath(this.deps.run.runDir, owner),
-      } as RequestInit)
-      const body = await answer.arrayBuffer()
-      const relayed = new Headers()
-      answer.headers.forEach((value, name) => {
-        if (!RELAY_SKIP.has(name)) relayed.append(name, value)
-      })
-      this.deps.counters.forwarded++
-      return new Response(body, { status: answer.status, headers: relayed })
-    } catch (error) {
-      // The owner is restarting (or gone): the event is processed here rather than lost.
-      this.deps.counters.fallback++
-      this.deps.logger.throttled(
-        `forward:${owner}`,
-        'warn',
-        'A worker could not reach the owner of a request; processed it itself.',
-        {
-          owner,
-          error: (error as Error).message?.slice(0, 200),
-        },
-        10_000,
-      )
-      return route.handle(req, ingest)
-    }
+    this.owners = Array.from({ length: this.count }, (_, i) =>
+      i === this.index ? undefined : new OwnerConnection(this, i),
+    )
   }
 
   /**
-   * Listens on this worker's internal socket (mode 0600, in the supervisor's private folder): forwarded
-   * requests and metrics requests from the other workers go to `handle`.
+   * `Ingest.process` of a worker: the identify steps here, then the rest here when this worker owns
+   * the client IP, else at the owner.
    */
-  listen(handle: (request: Request) => Response | Promise<Response>): void {
+  process(events: AnalyticsEvent[]): RunResult[] | Promise<RunResult[]> {
+    if (events.length === 0) return []
+    const starts: number[] = new Array(events.length)
+    for (let n = 0; n < events.length; n++) {
+      const ran = this.deps.runPrefix(events[n]!)
+      if (ran instanceof Promise) return this.processAsync(events, starts, n, ran)
+      starts[n] = ran ? this.deps.ownerStep : 0
+    }
+    return this.dispatch(events, starts)
+  }
+
+  private async processAsync(
+    events: AnalyticsEvent[],
+    starts: number[],
+    index: number,
+    pending: Promise<boolean>,
+  ): Promise<RunResult[]> {
+    starts[index] = (await pending) ? this.deps.ownerStep : 0
+    for (let n = index + 1; n < events.length; n++) {
+      starts[n] = (await this.deps.runPrefix(events[n]!)) ? this.deps.ownerStep : 0
+    }
+    return this.dispatch(events, starts)
+  }
+
+  private dispatch(events: AnalyticsEvent[], starts: number[]): RunResult[] | Promise<RunResult[]> {
+    const owner = this.deps.run.affinity ? ownerOf(events[0]!.clientIp, this.count) : this.index
+    const connection = this.owners[owner]
+    if (connection === undefined) return this.deps.processFrom(events, starts)
+    if (!connection.usable()) return this.fallback(owner, events, starts)
+    this.deps.counters.forwarded++
+    return new Promise<RunResult[]>((resolve) => {
+      connection.send((id) => encodeEvents(id, events, starts), { kind: 'events', events, starts, resolve })
+    })
+  }
+
+  /** Processes here what the owner could not take (counted: the visitor's session may split). */
+  fallback(owner: number, events: AnalyticsEvent[], starts: number[]): RunResult[] | Promise<RunResult[]> {
+    this.deps.counters.fallback++
+    this.deps.logger.throttled(
+      `forward:${owner}`,
+      'warn',
+      'A worker could not reach the owner of a request and processed it itself.',
+      { owner },
+      10_000,
+    )
+    return this.deps.processFrom(events, starts)
+  }
+
+  /** Listens on this worker's internal socket (mode 0600, in the supervisor's private folder). */
+  listen(): void {
     const path = socketPath(this.deps.run.runDir, this.index)
     // A socket file left by this index's previous process (killed) would refuse the bind.
     rmSync(path, { force: true })
-    this.server = Bun.serve({
+    this.server = Bun.listen<{ reader: LineReader; writer: FrameWriter }>({
       unix: path,
-      development: false,
-      fetch: (request) => {
-        const meta = request.headers.get(META_HEADER)
-        if (meta !== null) {
-          const space = meta.lastIndexOf(' ')
-          this.received.set(request, { peer: meta.slice(0, space), receivedAt: Number(meta.slice(space + 1)) })
-          this.deps.counters.received++
-        }
-        return handle(request)
+      socket: {
+        open: (socket) => {
+          socket.data = { reader: new LineReader(), writer: new FrameWriter(socket) }
+          this.accepted.add(socket)
+        },
+        data: (socket, chunk) => {
+          if (this.closing) return
+          socket.data.reader.push(chunk, (frame) => this.serve(frame as EventsFrame | MetricsFrame, socket.data.writer))
+        },
+        drain: (socket) => socket.data.writer.drain(),
+        close: (socket) => {
+          this.accepted.delete(socket)
+        },
+        error: (socket) => {
+          this.accepted.delete(socket)
+        },
       },
     })
     chmodSync(path, 0o600)
   }
 
-  async stop(): Promise<void> {
-    await this.server?.stop(false)
-    this.server = undefined
+  private serve(frame: EventsFrame | MetricsFrame, writer: FrameWriter): void {
+    if ('m' in frame) {
+      writer.send(`${JSON.stringify({ i: frame.i, t: this.deps.metricsText() } satisfies ReplyFrame)}\n`)
+      return
+    }
+    this.deps.counters.received++
+    this.inFlight++
+    const answer = (reply: ReplyFrame) => {
+      writer.send(`${JSON.stringify(reply)}\n`)
+      this.inFlight--
+      if (this.inFlight === 0) this.idle?.()
+    }
+    const failed = (error: unknown) =>
+      answer({ i: frame.i, e: error instanceof DurabilityError ? 'durable' : 'failed' })
+    try {
+      const outcomes = this.deps.processFrom(decodeEvents(frame, this.deps.sites), frame.s)
+      if (Array.isArray(outcomes)) answer({ i: frame.i, o: outcomes.map(fromOutcome) })
+      else outcomes.then((settled) => answer({ i: frame.i, o: settled.map(fromOutcome) }), failed)
+    } catch (error) {
+      failed(error)
+    }
   }
 
-  /** Every worker's metrics summed (this one's `local` text plus what the others answer). */
-  async metrics(local: string): Promise<string> {
-    const texts = [local]
+  /**
+   * Stops taking forwarded requests: no new connections, the ones being processed are answered,
+   * then the connections close (requests sent after that are processed by their senders).
+   */
+  async stop(): Promise<void> {
+    this.server?.stop(false)
+    this.server = undefined
+    if (this.inFlight > 0) {
+      await new Promise<void>((done) => {
+        this.idle = done
+        setTimeout(done, 10_000).unref?.()
+      })
+    }
+    // The answers are written on the next turn (FrameWriter); let them go before closing.
+    await new Promise((done) => setImmediate(done))
+    this.closing = true
+    for (const socket of this.accepted) socket.end()
+    for (const owner of this.owners) owner?.close()
+  }
+
+  /** Every worker's metrics summed (this one's `local` text plus what the others answer in time). */
+  async metrics(): Promise<string> {
+    const texts = [this.deps.metricsText()]
     const others = await Promise.all(
-      Array.from({ length: this.count }, (_, i) => i)
-        .filter((i) => i !== this.index)
-        .map(async (i) => {
-          try {
-            const answer = await fetch('http://worker/metrics', {
-              unix: socketPath(this.deps.run.runDir, i),
-              signal: AbortSignal.timeout(METRICS_TIMEOUT_MS),
-            } as RequestInit)
-            return answer.ok ? await answer.text() : undefined
-          } catch {
-            return undefined
-          }
-        }),
+      this.owners.map((connection) => {
+        if (!connection?.usable()) return undefined
+        return new Promise<string | undefined>((resolve) => {
+          const timer = setTimeout(() => resolve(undefined), METRICS_TIMEOUT_MS)
+          connection.send((id) => `${JSON.stringify({ i: id, m: 1 } satisfies MetricsFrame)}\n`, {
+            kind: 'metrics',
+            resolve: (text) => {
+              clearTimeout(timer)
+              resolve(text)
+            },
+          })
+        })
+      }),
     )
     for (const text of others) if (text !== undefined) texts.push(text)
     return sumMetrics(texts, this.count)
   }
+}
+
+function fromOutcome(outcome: RunResult): 0 | [string, string] {
+  return outcome === undefined || outcome === null ? 0 : [outcome.reason, outcome.plugin]
 }
