@@ -368,6 +368,7 @@ export async function createEngine(config: ResolvedConfig, options: EngineOption
         setTimeout(done, config.server.shutdownTimeoutMs).unref?.()
       })
     }
+    link?.closeOutgoing()
     for (const p of [...plugins].reverse()) {
       try {
         await p.instance.close?.()

@@ -8,9 +8,10 @@
 // `ack: durable`) and answers each event's verdict, from which the accepting worker's dialect
 // answers the client as usual. The owner never forwards again.
 //
-// An owner that cannot be reached (restarting) costs a local processing, counted: a session may
-// split, no event is lost. Events in flight to an owner that dies are processed locally too, so an
-// event may then be stored twice (at-least-once), never lost.
+// An owner that cannot be reached (restarting) is waited for up to HOLD_MS, then its requests are
+// processed locally, counted: a session may split, no event is lost. Events in flight to an owner
+// that dies are sent again to its successor (or processed locally), so an event may then be stored
+// twice (at-least-once), never lost.
 //
 // The same sockets carry /metrics requests, so the worker asked on the network can sum every
 // worker's series into one view.
@@ -36,8 +37,13 @@ import { socketPath, type WorkerRun } from './supervisor.ts'
 
 /** How long collecting another worker's metrics may take before its share is left out. */
 const METRICS_TIMEOUT_MS = 2_000
-/** After a failed connect, requests for that owner are processed locally this long before trying again. */
-const RETRY_CONNECT_MS = 50
+/** How often a worker tries to reach an owner that is away. */
+const RETRY_CONNECT_MS = 25
+/**
+ * How long requests wait for an owner that is away (restarting: about 0.3–1 s here) before the
+ * worker that accepted them processes them itself.
+ */
+const HOLD_MS = 3_000
 
 export interface LinkCounters {
   /** Requests sent to their owner. */
@@ -82,64 +88,76 @@ class OwnerConnection {
   private socket: ClientSocket | undefined
   private writer: FrameWriter | undefined
   private connecting = false
-  private retryAt = 0
+  private retryTimer: ReturnType<typeof setTimeout> | undefined
+  /** Since when the owner cannot be reached (undefined: it can, or nothing was tried yet). */
+  private downSince: number | undefined
+  private lastAttempt = 0
+  private generation = 0
   private nextId = 1
-  private readonly pending = new Map<number, Pending>()
-  private queued: string[] = []
+  /** Sent and not answered, in id order, with their frames (sent again to a restarted owner). */
+  private readonly pending = new Map<number, { request: Pending; line: string }>()
 
   constructor(
     private readonly link: WorkerLink,
     private readonly owner: number,
   ) {}
 
-  /** Whether a request may be sent now (false: the owner is known to be unreachable for a moment). */
+  /**
+   * Whether a request may be sent: false once the owner has been unreachable for longer than
+   * HOLD_MS (then each call tries to reach it again, at most every RETRY_CONNECT_MS).
+   */
   usable(): boolean {
-    return this.socket !== undefined || Date.now() >= this.retryAt
+    if (this.socket !== undefined || this.downSince === undefined) return true
+    const now = Date.now()
+    if (now - this.downSince < HOLD_MS) return true
+    if (now - this.lastAttempt >= RETRY_CONNECT_MS) this.connect()
+    return false
   }
 
-  send(encode: (id: number) => string, pending: Pending): void {
+  send(encode: (id: number) => string, request: Pending): void {
     const id = this.nextId++
-    this.pending.set(id, pending)
     const line = encode(id)
+    this.pending.set(id, { request, line })
     if (this.writer) this.writer.send(line)
-    else {
-      this.queued.push(line)
-      this.connect()
-    }
+    else this.connect()
   }
 
   private connect(): void {
-    if (this.connecting) return
+    if (this.connecting || this.retryTimer !== undefined) return
     this.connecting = true
+    this.lastAttempt = Date.now()
+    // The handlers' socket object may differ from the one connect resolves with: a connection is
+    // told apart by its number.
+    const generation = ++this.generation
     const reader = new LineReader()
     Bun.connect({
       unix: socketPath(this.link.deps.run.runDir, this.owner),
       socket: {
         data: (_socket, chunk) => reader.push(chunk, (frame) => this.reply(frame as ReplyFrame)),
         drain: () => this.writer?.drain(),
-        close: () => this.lost(),
-        error: () => this.lost(),
+        close: () => this.lost(generation),
+        error: () => this.lost(generation),
       },
     }).then(
       (socket) => {
         this.connecting = false
+        this.downSince = undefined
         this.socket = socket
         this.writer = new FrameWriter(socket)
-        for (const line of this.queued) this.writer.send(line)
-        this.queued = []
+        for (const { line } of this.pending.values()) this.writer.send(line)
       },
       () => {
         this.connecting = false
-        this.retryAt = Date.now() + RETRY_CONNECT_MS
-        this.lost()
+        this.unreachable()
       },
     )
   }
 
   private reply(frame: ReplyFrame): void {
-    const pending = this.pending.get(frame.i)
-    if (!pending) return
+    const entry = this.pending.get(frame.i)
+    if (!entry) return
     this.pending.delete(frame.i)
+    const pending = entry.request
     if (pending.kind === 'metrics') pending.resolve(frame.t)
     else if (frame.o) pending.resolve(frame.o.map(toOutcome))
     else if (frame.e === 'durable')
@@ -147,20 +165,48 @@ class OwnerConnection {
     else pending.resolve(Promise.reject(new Error('the owning worker failed on the events')))
   }
 
-  /** The connection is gone: what waited on it is processed here (events) or left out (metrics). */
-  private lost(): void {
+  /** The connection closed (the owner stopped or died): what waited is sent again once it is back. */
+  private lost(generation: number): void {
+    if (generation !== this.generation || this.socket === undefined) return
     this.socket = undefined
     this.writer = undefined
-    this.queued = []
-    const waiting = [...this.pending.values()]
-    this.pending.clear()
-    for (const p of waiting) {
-      if (p.kind === 'metrics') p.resolve(undefined)
-      else p.resolve(this.link.fallback(this.owner, p.events, p.starts))
+    this.unreachable()
+  }
+
+  /**
+   * The owner cannot be reached. It is being restarted by the supervisor, so requests wait for it
+   * (their visitors' sessions continue there) up to HOLD_MS from the first failure; after that
+   * they, and the ones that follow, are processed by this worker until the owner is back.
+   */
+  private unreachable(): void {
+    const now = Date.now()
+    this.downSince ??= now
+    // A metrics view does not wait: the owner's share is left out.
+    for (const [id, { request }] of this.pending) {
+      if (request.kind !== 'metrics') continue
+      this.pending.delete(id)
+      request.resolve(undefined)
+    }
+    if (now - this.downSince >= HOLD_MS) {
+      const waiting = [...this.pending.values()]
+      this.pending.clear()
+      for (const { request } of waiting) {
+        if (request.kind === 'events') request.resolve(this.link.fallback(this.owner, request.events, request.starts))
+      }
+    }
+    if (this.pending.size > 0 || now - this.downSince < HOLD_MS) {
+      this.retryTimer = setTimeout(() => {
+        this.retryTimer = undefined
+        if (this.pending.size > 0) this.connect()
+      }, RETRY_CONNECT_MS)
     }
   }
 
   close(): void {
+    clearTimeout(this.retryTimer)
+    this.retryTimer = undefined
+    this.downSince = 0
+    this.unreachable()
     this.socket?.end()
   }
 }
@@ -315,6 +361,13 @@ export class WorkerLink {
     await new Promise((done) => setImmediate(done))
     this.closing = true
     for (const socket of this.accepted) socket.end()
+  }
+
+  /**
+   * Closes the connections to the owners, once this worker's own requests are answered (shutdown);
+   * anything still waiting for an owner is processed here.
+   */
+  closeOutgoing(): void {
     for (const owner of this.owners) owner?.close()
   }
 
