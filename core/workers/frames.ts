@@ -96,7 +96,15 @@ export class LineReader {
     for (;;) {
       const end = text.indexOf('\n', start)
       if (end < 0) break
-      onFrame(JSON.parse(text.slice(start, end)))
+      let frame: unknown
+      try {
+        frame = JSON.parse(text.slice(start, end))
+      } catch {
+        // Only workers of this run can connect, so this is a bug, not an attack: skip the line; its
+        // sender, never answered, processes its request itself when the connection closes.
+        frame = undefined
+      }
+      if (frame !== undefined) onFrame(frame)
       start = end + 1
     }
     this.rest = text.slice(start)

@@ -97,6 +97,9 @@ describe.skipIf(!clickhouseBinary)('serve --workers 2', () => {
     expect(await engine.stop()).toBe(0)
     const check = await sessionCheck(ch, 'affinity_off')
     expect(check.events).toBe(4 * visitors)
+    // Both workers saw every visitor and gave it one user_id: they share the day's salt (its file).
+    const [users] = await ch.rows<{ n: string }>('SELECT toString(uniqExact(user_id)) AS n FROM affinity_off.events_v2')
+    expect(Number(users!.n)).toBe(visitors)
     // The check that holds with affinity fails: more sessions than visitors, or sessions of fewer events.
     expect(check.sessions > visitors || check.notFour > 0).toBe(true)
     console.info(`affinity off: ${check.sessions} sessions for ${visitors} visitors, ${check.notFour} without 4 events`)
