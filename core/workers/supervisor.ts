@@ -63,8 +63,6 @@ export interface SupervisorOptions {
   host: string
   port: number
   logger: Logger
-  /** Restart backoff start (tests shorten nothing; kept for clarity). */
-  firstBackoffMs?: number
 }
 
 interface Slot {
@@ -115,7 +113,7 @@ export async function runSupervisor(options: SupervisorOptions): Promise<number>
       index,
       proc: undefined,
       startedAt: 0,
-      backoffMs: options.firstBackoffMs ?? 0,
+      backoffMs: 0,
       replacing: false,
       everReady: false,
     } as Slot
@@ -130,7 +128,10 @@ export async function runSupervisor(options: SupervisorOptions): Promise<number>
       slot.markReady = done
     })
     slot.startedAt = Date.now()
-    const proc = Bun.spawn([...options.command, '--port', String(port)], {
+    // Only the first start of worker 0 migrates the sinks' tables; a restart finds them made and
+    // listens sooner.
+    const migrate = slot.index === 0 && !slot.everReady ? [] : ['--no-migrate']
+    const proc = Bun.spawn([...options.command, '--port', String(port), ...migrate], {
       env: {
         ...process.env,
         [WORKER_ENV]: `${slot.index}/${count}`,
@@ -162,10 +163,10 @@ export async function runSupervisor(options: SupervisorOptions): Promise<number>
       return
     }
     const lived = Date.now() - slot.startedAt
-    // A worker that keeps dying right after start is restarted ever more slowly (up to 5 s), so a
-    // broken config or disk does not spin the CPU; one that ran a while restarts at once.
+    // A worker that keeps dying right after start is restarted ever more slowly (100 ms doubling up
+    // to 5 s), so a broken disk does not spin the CPU; the first death is restarted at once.
+    const delay = slot.backoffMs
     slot.backoffMs = lived < QUICK_DEATH_MS ? Math.min(MAX_BACKOFF_MS, Math.max(100, slot.backoffMs * 2)) : 0
-    const delay = lived < QUICK_DEATH_MS ? slot.backoffMs : 0
     logger.error('A worker died; restarting it.', {
       worker: slot.index,
       pid: proc.pid,

@@ -4,6 +4,7 @@
 //
 // - kill -9 of a worker under load with `ack: durable`: a new worker listens within a second, and
 //   every event answered 202 is stored (from the killed worker's spool, replayed by its successor).
+// - SIGHUP reaches every worker; a batch request goes whole to the owner of its client.
 // - SIGTERM to the supervisor: every worker stops cleanly (exit 0) and keeps what it accepted.
 // - SIGUSR2: the workers restart one at a time under a steady load; failed requests are counted.
 
@@ -11,6 +12,7 @@ import { afterAll, beforeAll, describe, expect, test } from 'bun:test'
 import { join } from 'node:path'
 import { type ClickHouseServer, clickhouseBinary, startClickHouse, warnIfNoClickHouse } from '../clickhouse/harness.ts'
 import {
+  CHROME_UA,
   type EngineProcess,
   killEngines,
   scratchDir,
@@ -143,11 +145,32 @@ describe.skipIf(!clickhouseBinary)('the supervisor of serve --workers 2', () => 
     expect(traffic.accepted.size).toBeGreaterThan(1000)
   }, 60_000)
 
-  test('SIGTERM to the supervisor: every worker stops cleanly and keeps what it accepted', async () => {
+  test('SIGHUP reaches every worker; a batch goes whole to its owner; SIGTERM stops every worker cleanly, nothing lost', async () => {
     const visitors = 500
     const engine = await startEngineProcess(config('sigterm'), scratch.path)
     const statuses = await visit(engine.url, visitors)
     expect(Object.fromEntries(statuses)).toEqual({ 202: 4 * visitors })
+    // A batch is one client: its four events make one visitor's session, whichever worker took it.
+    const page = 'https://example.com/batch'
+    const batch = await fetch(`${engine.url}/api/event/batch`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json', 'user-agent': CHROME_UA, 'x-forwarded-for': '10.200.0.1' },
+      body: JSON.stringify([
+        { n: 'pageview', u: page, d: 'example.com' },
+        { n: 'Signup', u: page, d: 'example.com' },
+        { n: 'Signup', u: page, d: 'example.com' },
+        { n: 'pageview', u: `${page}/done`, d: 'example.com' },
+      ]),
+    })
+    expect(batch.status).toBe(202)
+    expect(batch.headers.get('x-plausible-dropped')).toBeNull()
+    const reloadsBefore = engine.log().match(/"msg":"Config reloaded\."/g)?.length ?? 0
+    engine.proc.kill('SIGHUP')
+    const hupAt = Date.now()
+    while ((engine.log().match(/"msg":"Config reloaded\."/g)?.length ?? 0) < reloadsBefore + 2) {
+      if (Date.now() - hupAt > 10_000) throw new Error('both workers did not reload within 10 s')
+      await Bun.sleep(20)
+    }
     // At once: rows are still in the workers' memory; shutdown ships or spools them.
     expect(await engine.stop()).toBe(0)
     expect(engine.log().match(/"msg":"Stopped\."/g)?.length).toBe(3)
@@ -156,10 +179,10 @@ describe.skipIf(!clickhouseBinary)('the supervisor of serve --workers 2', () => 
     await drained(again)
     expect(await again.stop()).toBe(0)
     expect(await sessionCheck(ch, 'sigterm')).toEqual({
-      sessions: visitors,
+      sessions: visitors + 1,
       notFour: 0,
       extra: 0,
-      events: 4 * visitors,
+      events: 4 * (visitors + 1),
     })
   }, 60_000)
 
