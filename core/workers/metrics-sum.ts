@@ -40,7 +40,8 @@ export function sumMetrics(texts: string[], configured: number): string {
       if (space < 0) continue
       const key = line.slice(0, space)
       const value = Number(line.slice(space + 1))
-      const family = current ?? familyOf(key.replace(/\{.*$/, ''))
+      const brace = key.indexOf('{')
+      const family = current ?? familyOf(brace < 0 ? key : key.slice(0, brace))
       family.series.set(key, (family.series.get(key) ?? 0) + (Number.isFinite(value) ? value : 0))
     }
   }
