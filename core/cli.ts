@@ -324,6 +324,8 @@ export async function main(argv: string[]): Promise<number> {
     }
     process.on('SIGTERM', () => onSignal('SIGTERM'))
     process.on('SIGINT', () => onSignal('SIGINT'))
+    // A worker whose supervisor died (kill -9) stops as on SIGTERM instead of serving on alone.
+    if (workerRun) process.on('disconnect', () => onSignal('supervisor gone'))
     // SIGHUP: reload sites, shields and plugins' files; a bad new config is refused and the old one stays.
     let reloading = Promise.resolve()
     process.on('SIGHUP', () => {

@@ -6,10 +6,12 @@
 //   every event answered 202 is stored (from the killed worker's spool, replayed by its successor).
 // - SIGHUP reaches every worker; a batch request goes whole to the owner of its client.
 // - SIGTERM to the supervisor: every worker stops cleanly (exit 0) and keeps what it accepted.
+// - kill -9 of the supervisor: the workers stop (and flush) rather than serve on alone.
 // - SIGUSR2: the workers restart one at a time under a steady load; failed requests are counted.
 
 import { afterAll, beforeAll, describe, expect, test } from 'bun:test'
 import { join } from 'node:path'
+import { isProcessAlive } from '../../core/processes.ts'
 import { type ClickHouseServer, clickhouseBinary, startClickHouse, warnIfNoClickHouse } from '../clickhouse/harness.ts'
 import {
   CHROME_UA,
@@ -185,6 +187,22 @@ describe.skipIf(!clickhouseBinary)('the supervisor of serve --workers 2', () => 
       events: 4 * (visitors + 1),
     })
   }, 60_000)
+
+  test('kill -9 of the supervisor: its workers stop and flush instead of serving on alone', async () => {
+    const engine = await startEngineProcess(config('orphans'), scratch.path)
+    const statuses = await visit(engine.url, 50)
+    expect(Object.fromEntries(statuses)).toEqual({ 202: 200 })
+    const workers = workerPids(engine.proc.pid)
+    expect(workers).toHaveLength(2)
+    engine.proc.kill('SIGKILL')
+    const killedAt = Date.now()
+    while (workers.some(isProcessAlive)) {
+      if (Date.now() - killedAt > 15_000) throw new Error('the workers outlived their supervisor by 15 s')
+      await Bun.sleep(50)
+    }
+    expect(engine.log().match(/"msg":"Stopped\."/g)?.length).toBe(2)
+    expect((await sessionCheck(ch, 'orphans')).events).toBe(200)
+  }, 30_000)
 
   test('SIGUSR2 restarts the workers one at a time under load: failed requests counted, every 202 stored', async () => {
     const engine = await startEngineProcess(config('rolling'), scratch.path)
