@@ -8,7 +8,11 @@
 // `--base DIR` adds a variant `base`: the engine of another checkout (e.g. `git worktree add` of the
 // commit before a change), alternated with this one for a before/after on equal terms.
 //
-//   bun bench/cpu.ts [--seconds 6] [--rate 0] [--only bare,engine] [--rounds 3] [--base DIR]
+// `engine-2w` and `engine-2w-noaff` are the engine with `--workers 2`, with and without one owner per
+// client IP (core/workers/link.ts): their difference is the cost of forwarding (the CPU of the
+// supervisor and both workers is counted).
+//
+//   bun bench/cpu.ts [--seconds 6] [--rate 0] [--only bare,engine,engine-2w,engine-2w-noaff] [--rounds 3] [--base DIR]
 
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs'
 import { join, resolve } from 'node:path'
@@ -33,6 +37,16 @@ const config = resolve(root, flag('config', 'bench/cases/engine-stdout.yaml'))
 const commands: Record<string, (port: number) => string[]> = {
   bare: (port) => [process.execPath, join(root, 'bench/bare.ts'), String(port)],
   engine: (port) => [process.execPath, join(root, 'core/cli.ts'), 'serve', '--config', config, '--port', String(port)],
+  'engine-2w': (port) => [
+    ...[process.execPath, join(root, 'core/cli.ts'), 'serve', '--config', config, '--port', String(port)],
+    '--workers',
+    '2',
+  ],
+  'engine-2w-noaff': (port) => [
+    ...[process.execPath, join(root, 'core/cli.ts'), 'serve', '--config', noAffinity(), '--port', String(port)],
+    '--workers',
+    '2',
+  ],
   base: (port) => [
     process.execPath,
     join(resolve(base), 'core/cli.ts'),
@@ -44,11 +58,27 @@ const commands: Record<string, (port: number) => string[]> = {
   ],
 }
 
-/** utime + stime of a process, in seconds (clock ticks are 1/100 s on Linux). */
+/** The bench config with `server.affinity: false`, in bench/out (its `./` paths made absolute). */
+function noAffinity(): string {
+  const file = join(out, 'engine-no-affinity.yaml')
+  const text = readFileSync(config, 'utf8')
+    .replace(/^server: \{/m, 'server: { affinity: false,')
+    .replaceAll('./', `${resolve(config, '..')}/`)
+  writeFileSync(file, text)
+  return file
+}
+
+/** utime + stime of a process and its descendants (workers), in seconds (ticks are 1/100 s on Linux). */
 function cpuSeconds(pid: number): number {
   const stat = readFileSync(`/proc/${pid}/stat`, 'utf8')
   const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ')
-  return (Number(fields[11]) + Number(fields[12])) / 100
+  let seconds = (Number(fields[11]) + Number(fields[12])) / 100
+  let children = ''
+  try {
+    children = readFileSync(`/proc/${pid}/task/${pid}/children`, 'utf8')
+  } catch {}
+  for (const child of children.split(' ').filter(Boolean)) seconds += cpuSeconds(Number(child))
+  return seconds
 }
 
 async function wrk(port: number, duration: number, seed: number): Promise<number> {

@@ -26,8 +26,10 @@ const only = flag('only', '')
 
 interface Variant {
   name: string
-  /** The bare server this variant is compared with. */
+  /** The variant this one is compared with (a bare server, or the one-process engine). */
   baseline?: string
+  /** Measure latency at the baseline's fixed load, not at half of this variant's own peak. */
+  fixedLoadOfBaseline?: boolean
   command: (port: number) => string[]
   ready: 'post' | 'health'
   available: () => boolean
@@ -57,6 +59,25 @@ const variants: Variant[] = [
     ready: 'health',
     available: () => true,
     description: 'engine on Bun, full pipeline, stdout sink to /dev/null',
+  },
+  {
+    name: 'engine-bun-2-workers',
+    baseline: 'engine-bun',
+    fixedLoadOfBaseline: true,
+    command: (port) => [
+      bun,
+      join(root, 'core/cli.ts'),
+      'serve',
+      '--config',
+      join(root, 'bench/cases/engine-stdout.yaml'),
+      '--port',
+      String(port),
+      '--workers',
+      '2',
+    ],
+    ready: 'health',
+    available: () => true,
+    description: 'engine on Bun, --workers 2 (one owner per client IP), same config',
   },
   {
     name: 'bare-deno',
@@ -142,13 +163,16 @@ async function waitReady(port: number, how: 'post' | 'health', proc: Bun.Subproc
   throw new Error('server did not become ready')
 }
 
+/** Peak RSS in MB of a process and its children (the workers of `--workers`), added. */
 function peakRss(pid: number): number {
+  let mb = 0
   try {
     const status = readFileSync(`/proc/${pid}/status`, 'utf8')
-    return Number(/VmHWM:\s+(\d+) kB/.exec(status)?.[1] ?? 0) / 1024
-  } catch {
-    return 0
-  }
+    mb = Number(/VmHWM:\s+(\d+) kB/.exec(status)?.[1] ?? 0) / 1024
+    const children = readFileSync(`/proc/${pid}/task/${pid}/children`, 'utf8').split(' ').filter(Boolean)
+    for (const child of children) mb += peakRss(Number(child))
+  } catch {}
+  return mb
 }
 
 async function runOnce(
@@ -206,8 +230,10 @@ async function main() {
   }
   // Latency at a fixed offered load: half of the variant's median peak, paced by wrk's delay().
   const fixed = new Map<string, WrkResult & { rssMb: number; rate: number }>()
+  const halfPeak = (name: string) => Math.floor(median((peaks.get(name) ?? []).map((r) => r.rps)) / 2)
   for (const v of chosen) {
-    const rate = Math.floor(median(peaks.get(v.name)!.map((r) => r.rps)) / 2)
+    // A variant compared at its baseline's load shows what it changes for the same traffic.
+    const rate = v.fixedLoadOfBaseline && peaks.has(v.baseline!) ? halfPeak(v.baseline!) : halfPeak(v.name)
     const delayMs = 10
     const conns = Math.max(1, Math.round((rate * delayMs) / 1000))
     const r = await runOnce(v, port++, (p) =>
@@ -236,7 +262,7 @@ async function main() {
     }
   })
   const table = [
-    '| variant | req/s (median) | vs bare | offered load | p50 ms | p99 ms | peak RSS MB | what |',
+    '| variant | req/s (median) | vs baseline | offered load | p50 ms | p99 ms | peak RSS MB | what |',
     '|---|---|---|---|---|---|---|---|',
     ...rows.map(
       (r) => `| ${r.variant} | ${r.rps} | ${r.ratio} | ${r.fixed} | ${r.p50} | ${r.p99} | ${r.rss} | ${r.what} |`,
@@ -249,7 +275,8 @@ ${seconds} s per run after a 2 s warm-up, ${rounds} rounds alternating the varia
 bench/corpus.ts with seed 42 (200,000 requests: ~2,000 user agents, ~100,000 client IPs, 5 sites,
 page views, custom events with props, engagement, ~5% bots and spam). wrk and the server share the
 machine's cores, so absolute numbers are low and noisy: compare the ratios. Latency is measured at a
-fixed offered load of half the variant's own median peak.
+fixed offered load of half the variant's own median peak; engine-bun-2-workers is compared with
+engine-bun (its ratio is 2 workers / 1 process) at engine-bun's load.
 
 ${table}
 

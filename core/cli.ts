@@ -11,6 +11,7 @@ import { STAGES } from './plugin.ts'
 import { type ReplayOptions, resolveReplayOptions, runReplay } from './replay/index.ts'
 import { configJsonSchema } from './schema.ts'
 import type { SinkDefinition } from './sink.ts'
+import { runSupervisor, type WorkerMessage, workerCount, workerFromEnv } from './workers/supervisor.ts'
 
 const USAGE = `Usage: analytics-ingest [command] [options]
 
@@ -31,6 +32,8 @@ Options:
   --env, -e NAME      Apply the named environment (default: $ANALYTICS_ENV).
   --port, -p N        Override server.port.
   --host ADDRESS      Override server.host.
+  --workers N|auto    serve: N processes on the port, supervised (server.workers; auto = one per core).
+                      SIGUSR2 to the supervisor restarts the workers one at a time.
   --no-migrate        serve, replay: do not create or upgrade tables at start.
   --json              explain: print the report as JSON.
   --format NAME       replay: ndjson (default) or access-log.
@@ -86,6 +89,15 @@ export function parseArgs(argv: string[]): Args | { error: string } {
         case '--host':
           args.load.host = value()
           break
+        case '--workers': {
+          const v = value()
+          const n = Number(v)
+          if (v !== 'auto' && (!Number.isInteger(n) || n < 1 || n > 256)) {
+            return { error: `--workers: expected 1 to 256 or auto: ${v}` }
+          }
+          args.load.workers = v === 'auto' ? 'auto' : n
+          break
+        }
         case '--no-migrate':
           args.migrate = false
           break
@@ -218,11 +230,25 @@ export async function main(argv: string[]): Promise<number> {
 
   let config: ResolvedConfig
   let engine: Engine
+  // Started by a supervisor (`serve --workers N`): this process is worker i of N.
+  const workerRun = args.command === 'serve' ? workerFromEnv() : undefined
   try {
     config = await loadConfig(args.load)
     // explain writes nothing: the configured sinks are not even set up.
     if (args.command === 'explain') config = { ...config, sinks: [await memorySinkComponent()] }
+    const workers = workerCount(config.server.workers)
+    if (args.command === 'serve' && !workerRun && workers > 1) {
+      return runSupervisor({
+        command: [process.execPath, process.argv[1] ?? import.meta.path, ...argv],
+        count: workers,
+        affinity: config.server.affinity ?? true,
+        host: config.server.host,
+        port: config.server.port,
+        logger: createLogger({ level: config.logLevel }),
+      })
+    }
     engine = await createEngine(config, {
+      workerRun,
       logger: createLogger({ level: args.command === 'serve' ? undefined : 'warn' }),
       // Only serve owns the server's state (the sessions' snapshot): check, migrate, explain and
       // replay must neither take it nor leave one.
@@ -298,6 +324,8 @@ export async function main(argv: string[]): Promise<number> {
     }
     process.on('SIGTERM', () => onSignal('SIGTERM'))
     process.on('SIGINT', () => onSignal('SIGINT'))
+    // A worker whose supervisor died (kill -9) stops as on SIGTERM instead of serving on alone.
+    if (workerRun) process.on('disconnect', () => onSignal('supervisor gone'))
     // SIGHUP: reload sites, shields and plugins' files; a bad new config is refused and the old one stays.
     let reloading = Promise.resolve()
     process.on('SIGHUP', () => {
@@ -329,6 +357,12 @@ export async function main(argv: string[]): Promise<number> {
     engine.logger.error('Cannot listen.', { error: (error as Error).message })
     await engine.shutdown()
     return 2
+  }
+  if (workerRun) {
+    // The supervisor logs `Listening.` once every worker does.
+    engine.logger.info('Worker listening.', { worker: workerRun.identity.index, pid: process.pid })
+    process.send?.({ type: 'ready' } satisfies WorkerMessage)
+    return stopped
   }
   engine.logger.info('Listening.', {
     url: `http://${address.hostname}:${address.port}`,

@@ -66,6 +66,20 @@ export const ServerSchema = Type.Object(
         description: 'How long shutdown waits for in-flight requests before flushing the sinks.',
       }),
     ),
+    workers: Type.Optional(
+      Type.Union([Type.Integer({ minimum: 1, maximum: 256 }), Type.Literal('auto')], {
+        default: 1,
+        description:
+          'Processes serving the port (Linux reusePort), supervised and restarted when they die; auto = one per core. 1 runs a single process without a supervisor.',
+        errorMessage: 'expected a number of workers (1 or more) or auto',
+      }),
+    ),
+    affinity: Type.Optional(
+      Type.Boolean({
+        description:
+          "With several workers: each client IP's events are processed by one owning worker (the others forward its requests over a Unix socket), so sessions are never split. Default true; false only for tests and measurements.",
+      }),
+    ),
   },
   { additionalProperties: false, default: {} },
 )
@@ -212,7 +226,13 @@ export interface ResolvedConfig {
   stateDir: string
   ack: AckMode
   logLevel: 'debug' | 'info' | 'warn' | 'error'
-  server: ServerSettings & { shutdownTimeoutMs: number }
+  server: ServerSettings & {
+    shutdownTimeoutMs: number
+    /** `serve --workers`: a count, or `auto` (one per core), resolved by the CLI. */
+    workers: number | 'auto'
+    /** Owner-per-client-IP routing between workers; absent = on when workers > 1. */
+    affinity?: boolean
+  }
   /** The sites in use: inline, or as a source answered when the config was resolved. */
   sites: SiteConfig[] | 'any'
   /** Where the sites come from when not inline; the engine reloads it every refreshSeconds. */
@@ -244,6 +264,8 @@ export interface LoadOptions {
   /** Overrides applied last (CLI flags). */
   port?: number
   host?: string
+  /** `--workers`. */
+  workers?: number | 'auto'
   cwd?: string
 }
 
@@ -343,6 +365,9 @@ export async function resolveConfig(raw: unknown, options: ResolveOptions): Prom
     issues.some((i) => i.path === prefix || i.path.startsWith(`${prefix}.`) || i.path.startsWith(`${prefix}[`))
   if (options.port !== undefined) config.server = { ...(config.server as object), port: options.port } as never
   if (options.host !== undefined) config.server = { ...(config.server as object), host: options.host } as never
+  if (options.workers !== undefined) {
+    config.server = { ...(config.server as object), workers: options.workers } as never
+  }
   const server = resolveOptions<ResolvedConfig['server']>(ServerSchema, config.server ?? {}, 'server')
   if (!server.ok && !bad('server')) issues.push(...server.issues)
 

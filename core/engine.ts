@@ -23,11 +23,15 @@ import {
   type Route,
   type RunResult,
   STAGES,
+  type WorkerIdentity,
+  workerPath,
 } from './plugin.ts'
 import type { Listener } from './runtime/index.ts'
 import { type SinkDefinition, type SinkInstance, SinkStats } from './sink.ts'
 import { SiteRefresher } from './site-sources.ts'
 import { createSiteTable, type SiteConfig } from './sites.ts'
+import { WorkerLink } from './workers/link.ts'
+import type { WorkerRun } from './workers/supervisor.ts'
 
 export interface EngineSink {
   name: string
@@ -80,6 +84,8 @@ export interface EngineOptions {
   logger?: Logger
   /** A tool's engine (explain, replay): see EngineServices.transient. */
   transient?: boolean
+  /** One of `serve --workers N`'s processes (core/workers/supervisor.ts); default: the only one. */
+  workerRun?: WorkerRun
 }
 
 function makeContext(definition: PluginDefinition): PluginContext {
@@ -102,6 +108,7 @@ export async function createEngine(config: ResolvedConfig, options: EngineOption
   mkdirSync(config.stateDir, { recursive: true })
   const closeHooks: (() => void | Promise<void>)[] = []
   const sites = createSiteTable(config.sites, config.retentionDays)
+  const worker: WorkerIdentity = options.workerRun?.identity ?? { index: 0, count: 1 }
   const services: EngineServices = {
     sites,
     server: config.server,
@@ -112,6 +119,8 @@ export async function createEngine(config: ResolvedConfig, options: EngineOption
     stateDir: config.stateDir,
     resolvePath: (p) => resolve(config.baseDir, p),
     onClose: (fn) => closeHooks.push(fn),
+    worker,
+    perWorker: (path) => workerPath(path, worker),
   }
 
   const issues: ConfigIssue[] = []
@@ -275,10 +284,31 @@ export async function createEngine(config: ResolvedConfig, options: EngineOption
     await Promise.all(durableSinks.map((s) => s.sync?.()))
     return settled
   }
+  // serve --workers N: events go to the worker owning their client IP (core/workers/link.ts).
+  const link =
+    options.workerRun && worker.count > 1
+      ? new WorkerLink({
+          run: options.workerRun,
+          sites,
+          ownerStep: pipeline.ownerStep,
+          runPrefix: (event) => pipeline.runPrefix(event),
+          processFrom:
+            durableSinks.length > 0
+              ? (events, starts) => durably(pipeline.process(events, starts))
+              : (events, starts) => pipeline.process(events, starts),
+          metricsText: () => metrics.render(),
+          logger,
+          counters: { forwarded: 0, fallback: 0, received: 0 },
+        })
+      : undefined
+  if (link) metrics.workerLink = link.deps.counters
   const ingest: Ingest = {
     newEvent: eventFromRequest,
-    process:
-      durableSinks.length > 0 ? (events) => durably(pipeline.process(events)) : (events) => pipeline.process(events),
+    process: link
+      ? (events) => link.process(events)
+      : durableSinks.length > 0
+        ? (events) => durably(pipeline.process(events))
+        : (events) => pipeline.process(events),
     recordDrop: (event, drop) => pipeline.recordDrop(event, drop),
   }
 
@@ -321,6 +351,7 @@ export async function createEngine(config: ResolvedConfig, options: EngineOption
       if (inFlight === 0 && drained) drained()
     },
   }
+  if (link) host.metricsText = () => link.metrics()
   const app = buildHttpApp(host)
 
   let stopping = false
@@ -330,13 +361,14 @@ export async function createEngine(config: ResolvedConfig, options: EngineOption
   const shutdown = async () => {
     stopping = true
     // Stop accepting; in-flight requests finish.
-    if (listener) await listener.stop().catch(() => {})
+    await Promise.all([listener?.stop().catch(() => {}), link?.stop().catch(() => {})])
     if (inFlight > 0) {
       await new Promise<void>((done) => {
         drained = done
         setTimeout(done, config.server.shutdownTimeoutMs).unref?.()
       })
     }
+    link?.closeOutgoing()
     for (const p of [...plugins].reverse()) {
       try {
         await p.instance.close?.()
@@ -395,6 +427,7 @@ export async function createEngine(config: ResolvedConfig, options: EngineOption
           return app.handle(routable)
         },
       })
+      link?.listen()
       return { port: listener.port, hostname: listener.hostname }
     },
     health,

@@ -19,6 +19,8 @@ export interface HttpHost {
   readonly bodyLimit: number
   readonly deadlines: ReadDeadlines
   health(): { status: number; body: unknown }
+  /** The /metrics text when it is more than this process's (the sum over `serve --workers`). */
+  metricsText?(): Promise<string>
   /** Peer address for requests handed in without a socket (engine.handle in tests). */
   peerOf(request: Request): string | undefined
   requestStarted(): void
@@ -347,9 +349,10 @@ export function buildHttpApp(host: HttpHost) {
     return new Response(JSON.stringify(body), { status, headers: { 'content-type': 'application/json' } })
   })
 
-  app.get('/metrics', () => {
+  app.get('/metrics', async () => {
     host.metrics.request('/metrics', 200)
-    return new Response(host.metrics.render(), { headers: { 'content-type': 'text/plain; version=0.0.4' } })
+    const text = host.metricsText ? await host.metricsText() : host.metrics.render()
+    return new Response(text, { headers: { 'content-type': 'text/plain; version=0.0.4' } })
   })
 
   app.onError(({ code, error }) => {

@@ -38,6 +38,8 @@ export class Metrics {
   readonly startedAt = Date.now()
   /** The site source's state, when sites come from a file, a database or a URL. */
   siteSource: () => SiteSourceStatus | undefined = () => undefined
+  /** Requests moved between the workers of `serve --workers` (core/workers/link.ts); absent for one process. */
+  workerLink?: { forwarded: number; fallback: number; received: number }
 
   /** `route` → status → its `requests` key, so counting a request builds no string. */
   private readonly requestKeys = new Map<string, Map<number, string>>()
@@ -151,6 +153,23 @@ export class Metrics {
       out.push(`analytics_sites_stale ${source.stale ? 1 : 0}`)
       family('analytics_sites_refresh_failures_total', 'counter', 'Failed refreshes of the site source.')
       out.push(`analytics_sites_refresh_failures_total ${source.failures}`)
+    }
+    const link = this.workerLink
+    if (link) {
+      family(
+        'analytics_worker_forwarded_total',
+        'counter',
+        'Requests a worker forwarded to the owner of their client IP.',
+      )
+      out.push(`analytics_worker_forwarded_total ${link.forwarded}`)
+      family(
+        'analytics_worker_forward_fallback_total',
+        'counter',
+        'Requests processed by the accepting worker because their owner could not be reached (a session may split).',
+      )
+      out.push(`analytics_worker_forward_fallback_total ${link.fallback}`)
+      family('analytics_worker_forwarded_received_total', 'counter', 'Requests other workers forwarded to this one.')
+      out.push(`analytics_worker_forwarded_received_total ${link.received}`)
     }
     family('analytics_uptime_seconds', 'gauge', 'Seconds since the engine started.')
     out.push(`analytics_uptime_seconds ${Math.floor((Date.now() - this.startedAt) / 1000)}`)

@@ -32,6 +32,11 @@ const PLUGIN_ERROR_DROP: Drop = Object.freeze({ kind: 'drop', reason: PLUGIN_ERR
 export class Pipeline {
   /** Whether any step reports instead of dropping: then `would_drop` is the engine's key alone. */
   private readonly reporting: boolean
+  /**
+   * The first step after the identify stage. The steps before it keep no state, so a worker of
+   * `serve --workers` runs them to learn a request's client IP, hence its owner (core/workers/).
+   */
+  readonly ownerStep: number
 
   constructor(
     readonly steps: readonly Step[],
@@ -42,24 +47,29 @@ export class Pipeline {
     private readonly counters?: DropCounters,
   ) {
     this.reporting = steps.some((s) => s.report)
+    const after = steps.findIndex((s) => s.stage !== 'parse' && s.stage !== 'identify')
+    this.ownerStep = after < 0 ? steps.length : after
   }
 
-  /** Runs the events in order; one outcome per event (`undefined` = accepted). */
-  process(events: AnalyticsEvent[]): RunResult[] | Promise<RunResult[]> {
+  /**
+   * Runs the events in order; one outcome per event (`undefined` = accepted). `starts`: the step
+   * each event starts at, when some already went through the steps before `ownerStep` (`runPrefix`).
+   */
+  process(events: AnalyticsEvent[], starts?: readonly number[]): RunResult[] | Promise<RunResult[]> {
     const outcomes: RunResult[] = new Array(events.length)
     for (let i = 0; i < events.length; i++) {
-      const outcome = this.processOne(events[i]!)
-      if (outcome instanceof Promise) return this.finishAsync(events, outcomes, i, outcome)
+      const outcome = this.processOne(events[i]!, starts === undefined ? 0 : starts[i]!)
+      if (outcome instanceof Promise) return this.finishAsync(events, outcomes, i, outcome, starts)
       outcomes[i] = outcome
     }
     return outcomes
   }
 
-  processOne(event: AnalyticsEvent): RunResult | Promise<RunResult> {
+  processOne(event: AnalyticsEvent, from = 0): RunResult | Promise<RunResult> {
     // A client must not hide a verdict, or fake one, by sending the tag itself.
-    if (this.reporting && event.props[WOULD_DROP_PROP] !== undefined) delete event.props[WOULD_DROP_PROP]
+    if (from === 0 && this.reporting && event.props[WOULD_DROP_PROP] !== undefined) delete event.props[WOULD_DROP_PROP]
     const steps = this.steps
-    for (let i = 0; i < steps.length; i++) {
+    for (let i = from; i < steps.length; i++) {
       const step = steps[i]!
       let result: RunResult | Promise<RunResult>
       try {
@@ -74,6 +84,41 @@ export class Pipeline {
     }
     this.accept(event)
     return undefined
+  }
+
+  /**
+   * Runs the steps before `ownerStep` on one event and counts nothing: true when every one let it go
+   * on, false when one dropped or threw (then the event is processed again from the start, where the
+   * verdict is counted once).
+   */
+  runPrefix(event: AnalyticsEvent): boolean | Promise<boolean> {
+    if (this.reporting && event.props[WOULD_DROP_PROP] !== undefined) delete event.props[WOULD_DROP_PROP]
+    const steps = this.steps
+    for (let i = 0; i < this.ownerStep; i++) {
+      const step = steps[i]!
+      let result: RunResult | Promise<RunResult>
+      try {
+        result = step.run(event, step.ctx)
+      } catch {
+        return false
+      }
+      if (result instanceof Promise) return this.runPrefixAsync(event, i, result)
+      if (result !== undefined && result !== null) return false
+    }
+    return true
+  }
+
+  private async runPrefixAsync(event: AnalyticsEvent, index: number, pending: Promise<RunResult>): Promise<boolean> {
+    try {
+      if ((await pending) != null) return false
+      for (let i = index + 1; i < this.ownerStep; i++) {
+        const step = this.steps[i]!
+        if ((await step.run(event, step.ctx)) != null) return false
+      }
+      return true
+    } catch {
+      return false
+    }
   }
 
   /** Counts a drop decided outside the pipeline (by a dialect: unknown site, …). */
@@ -109,9 +154,12 @@ export class Pipeline {
     outcomes: RunResult[],
     index: number,
     pending: Promise<RunResult>,
+    starts: readonly number[] | undefined,
   ): Promise<RunResult[]> {
     outcomes[index] = await pending
-    for (let i = index + 1; i < events.length; i++) outcomes[i] = await this.processOne(events[i]!)
+    for (let i = index + 1; i < events.length; i++) {
+      outcomes[i] = await this.processOne(events[i]!, starts === undefined ? 0 : starts[i]!)
+    }
     return outcomes
   }
 

@@ -99,6 +99,29 @@ export interface EngineServices {
   resolvePath(path: string): string
   /** Registers a shutdown hook that runs before sinks are flushed (timers, background refreshes). */
   onClose(fn: () => void | Promise<void>): void
+  /**
+   * Which of the `serve --workers N` processes this is (`{ index: 0, count: 1 }` for one process).
+   * Limits meant for the whole machine are divided by `count` where no shared store counts them.
+   */
+  readonly worker: WorkerIdentity
+  /**
+   * The folder a worker keeps its own copy of `path` in (spools, snapshots, an embedded database):
+   * `path` itself for one process and for worker 0 (so going from one process to N keeps replaying
+   * the old folder), `<path>/worker-<i>` for the others. State shared by every worker (salts) uses
+   * the plain path.
+   */
+  perWorker(path: string): string
+}
+
+export interface WorkerIdentity {
+  /** 0 … count - 1. */
+  readonly index: number
+  readonly count: number
+}
+
+/** The folder of worker `worker.index`'s own copy of `path` (EngineServices.perWorker). */
+export function workerPath(path: string, worker: WorkerIdentity): string {
+  return worker.count <= 1 || worker.index === 0 ? path : `${path.replace(/\/+$/, '')}/worker-${worker.index}`
 }
 
 export type AckMode = 'received' | 'durable'

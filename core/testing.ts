@@ -47,6 +47,8 @@ export function testServices(options: TestEngineOptions = {}): EngineServices & 
     },
     resolvePath: (p) => resolve(baseDir, p),
     onClose: (fn) => closers.push(fn),
+    worker: { index: 0, count: 1 },
+    perWorker: (p) => p,
     async closeAll() {
       for (const fn of closers.reverse()) await fn()
     },

@@ -8,13 +8,16 @@ import { WindowCounter } from './window-counter.ts'
 const T0 = Date.UTC(2026, 0, 1) // a window boundary for every window length used here
 
 /** A set-up instance with two configured sites; `send` runs one event and returns its drop reason. */
-async function limiter(options: object) {
-  const services = testServices({
-    sites: [
-      { id: 1, domain: 'example.com' },
-      { id: 2, domain: 'other.example', domains: ['other.example', 'alias.example'] },
-    ],
-  })
+async function limiter(options: object, worker = { index: 0, count: 1 }) {
+  const services = {
+    ...testServices({
+      sites: [
+        { id: 1, domain: 'example.com' },
+        { id: 2, domain: 'other.example', domains: ['other.example', 'alias.example'] },
+      ],
+    }),
+    worker,
+  }
   const instance = await setupPlugin(plugin, options, services)
   const ctx = contextFor(plugin)
   const send = (fields: Partial<AnalyticsEvent> & { at: number; domain?: string }) => {
@@ -45,6 +48,18 @@ test('drops throttle when the site has accepted its limit in the current window'
   expect(send({ at: T0, domain: 'other.example' })).toBeUndefined()
   // A new fixed window starts from zero.
   expect(send({ at: T0 + 10_000 })).toBeUndefined()
+})
+
+test('with serve --workers 3, each worker grants a third of a site limit and the whole IP limit', async () => {
+  const { accepted } = await limiter(
+    { perSite: { events: 30 }, sites: { 'other.example': { events: 2 } }, perIp: { events: 0 } },
+    { index: 1, count: 3 },
+  )
+  expect(accepted(50, { at: T0, clientIp: '198.51.100.1' })).toBe(10)
+  // At least one event per worker, whatever the division gives.
+  expect(accepted(5, { at: T0, domain: 'other.example' })).toBe(1)
+  const ip = await limiter({ perIp: { events: 6 } }, { index: 1, count: 3 })
+  expect(ip.accepted(10, { at: T0 })).toBe(6)
 })
 
 test('drops ip_throttle when the client IP has sent its limit in the current window', async () => {

@@ -39,7 +39,11 @@ interface ResolvedLimit {
   windowMs: number
 }
 
-const toLimit = (limit: LimitOptions): ResolvedLimit => ({ events: limit.events, windowMs: limit.windowSeconds * 1000 })
+const toLimit = (limit: LimitOptions, share = 1): ResolvedLimit => ({
+  // One worker's share of a machine-wide limit, at least one event (0 stays "no limit").
+  events: limit.events === 0 ? 0 : Math.max(1, Math.floor(limit.events / share)),
+  windowMs: limit.windowSeconds * 1000,
+})
 
 export default definePlugin({
   name: 'rate-limit',
@@ -114,14 +118,18 @@ export default definePlugin({
     { additionalProperties: false },
   ),
   setup(options, engine) {
+    // With `serve --workers N` a site's visitors are spread over the workers (each owns a share of
+    // the client IPs), so without a shared count each worker grants its 1/N of the site's limit.
+    // Per-IP limits stay whole: every event of an IP reaches its one owning worker.
+    const siteShare = options.shared ? 1 : engine.worker.count
     const overrides = new Map<string, ResolvedLimit>()
     for (const [domain, limit] of Object.entries(options.sites)) {
       if (!engine.sites.any && !engine.sites.byDomain(domain)) {
         throw new ConfigError(`sites[${JSON.stringify(domain)}]`, `no configured site has the domain ${domain}`)
       }
-      overrides.set(domain, toLimit(limit))
+      overrides.set(domain, toLimit(limit, siteShare))
     }
-    const perSite = toLimit(options.perSite)
+    const perSite = toLimit(options.perSite, siteShare)
     const perIp = toLimit(options.perIp)
     const limits = new WeakMap<Site, ResolvedLimit>()
     const limitFor = (site: Site): ResolvedLimit => {

@@ -115,7 +115,9 @@ export default definePlugin({
     const store: SessionStore = new MemorySessionStore(timeoutSeconds, options.maxSessions)
     // A tool's engine (explain, replay) neither takes the server's snapshot nor leaves one.
     const snapshotFile =
-      options.snapshot && !engine.transient ? join(engine.stateDir, 'sessions', 'snapshot.ndjson') : undefined
+      options.snapshot && !engine.transient
+        ? join(engine.perWorker(join(engine.stateDir, 'sessions')), 'snapshot.ndjson')
+        : undefined
     if (snapshotFile) {
       const { restored, skipped } = restoreSnapshot(snapshotFile, store, Date.now() / 1000, timeoutSeconds)
       if (restored + skipped > 0) {

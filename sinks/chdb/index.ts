@@ -55,7 +55,8 @@ function target(o: Options): TableTarget {
 }
 
 function pathOf(o: Options, engine: EngineServices): string {
-  return o.path ? engine.resolvePath(o.path) : `${engine.stateDir}/chdb`
+  // One embedded database per process: each worker of `serve --workers` has its own folder.
+  return engine.perWorker(o.path ? engine.resolvePath(o.path) : `${engine.stateDir}/chdb`)
 }
 
 function runner(worker: ChdbWorker): SqlRunner {
@@ -121,7 +122,7 @@ export function createChdbSink(module = 'chdb') {
           return migrateTables(runner(worker), target(o), plan())
         },
       }
-      const spoolDir = o.spoolDir ? engine.resolvePath(o.spoolDir) : `${engine.stateDir}/spool/chdb`
+      const spoolDir = engine.perWorker(o.spoolDir ? engine.resolvePath(o.spoolDir) : `${engine.stateDir}/spool/chdb`)
       const writer = await openTableWriter(writerOptions('chdb', o, spoolDir, engine, inserter, stats))
       // Retention follows the sites in use: a refreshed source may bring sites with their own.
       const retentionTimer = setInterval(() => {

@@ -291,9 +291,12 @@ function defaultSpoolName(url: URL, database: string): string {
 }
 
 function spoolDirOf(o: Options, engine: EngineServices): string {
-  return o.spoolDir
-    ? engine.resolvePath(o.spoolDir)
-    : `${engine.stateDir}/spool/${defaultSpoolName(parseUrl(o.url, 'url'), o.database)}`
+  // A spool is locked by one process: each worker of `serve --workers` keeps its own.
+  return engine.perWorker(
+    o.spoolDir
+      ? engine.resolvePath(o.spoolDir)
+      : `${engine.stateDir}/spool/${defaultSpoolName(parseUrl(o.url, 'url'), o.database)}`,
+  )
 }
 
 export default defineSink({

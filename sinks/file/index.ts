@@ -100,13 +100,16 @@ export function createFileSink(module = 'chdb') {
       if (o.tables.length > 1 && !o.pattern.includes('{table}')) {
         throw new ConfigError('pattern', 'must contain {table} when more than one table is exported')
       }
-      const folder = o.folder ? engine.resolvePath(o.folder) : join(engine.stateDir, 'exports')
+      const folder = engine.perWorker(o.folder ? engine.resolvePath(o.folder) : join(engine.stateDir, 'exports'))
       if (/[*?{}\\'\n]/.test(folder)) throw new ConfigError('folder', 'must not contain * ? { } \\ quotes or newlines')
       const extension = o.format === 'parquet' ? 'parquet' : 'ndjson'
       const left = await leftovers(folder)
       const parquet: ParquetWriter | undefined =
         o.format === 'parquet' || left.some((name) => name.endsWith(`.parquet${PARTIAL}`))
-          ? parquetWriter(o.chdbPath ? engine.resolvePath(o.chdbPath) : join(engine.stateDir, 'chdb'), module)
+          ? parquetWriter(
+              engine.perWorker(o.chdbPath ? engine.resolvePath(o.chdbPath) : join(engine.stateDir, 'chdb')),
+              module,
+            )
           : undefined
       const taken = new Set<string>()
       const nextPath = (table: string): string => {

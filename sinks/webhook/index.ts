@@ -137,7 +137,9 @@ export default defineSink({
     // share one; two identical entries are refused by the spool's lock.
     const identity = JSON.stringify([o.url, o.events, o.sites, o.template ?? null, o.body])
     const hash = createHash('sha256').update(identity).digest('hex').slice(0, 12)
-    const spoolDir = o.spoolDir ? engine.resolvePath(o.spoolDir) : join(engine.stateDir, 'spool', `webhook-${hash}`)
+    const spoolDir = engine.perWorker(
+      o.spoolDir ? engine.resolvePath(o.spoolDir) : join(engine.stateDir, 'spool', `webhook-${hash}`),
+    )
     let spool: Spool
     try {
       spool = await Spool.open(spoolDir, new SpoolBudget(o.spoolLimitMb * 1024 * 1024), { logger: engine.logger })

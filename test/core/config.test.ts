@@ -52,6 +52,7 @@ sinks:
       bodyTimeoutMs: 10000,
       idleTimeoutSeconds: 10,
       shutdownTimeoutMs: 10000,
+      workers: 1,
     })
     expect(config.sites).toEqual([
       { id: 1, domain: 'example.com', shields: { ip: ['203.0.113.7'], country: ['CN'], page: ['/admin/**'] } },

@@ -85,6 +85,9 @@ const INVENTORY: Record<string, 'request' | 'config'> = {
   'core/replay/rows.ts /^(0|[1-9]\\d{0,19})$/': 'request',
   'core/replay/rows.ts /^(\\d{4})-(\\d\\d)-(\\d\\d) (\\d\\d):(\\d\\d):(\\d\\d)$/': 'request',
   'core/trust.ts /^\\d{1,3}$/': 'config',
+  // A worker's folder (trailing slashes of a configured path) and its place, set by the supervisor.
+  'core/plugin.ts /\\/+$/': 'config',
+  'core/workers/supervisor.ts /^(\\d+)\\/(\\d+)$/': 'config',
   'core/senders.ts /^Bearer[ \\t]+([\\x21-\\x7e]+)[ \\t]*$/i': 'request',
   'core/senders.ts /^bearer(?:[ \\t]|$)/i': 'request',
   'core/wildcard.ts /\\*+/': 'config',

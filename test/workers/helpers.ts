@@ -1,0 +1,114 @@
+// What the workers tests share: tracker requests on fresh connections, the visitors' traffic, the
+// summed /metrics, the sessions check on ClickHouse, and the worker processes of a supervisor.
+
+import { readFileSync } from 'node:fs'
+import type { ClickHouseServer } from '../clickhouse/harness.ts'
+import { CHROME_UA, type EngineProcess, FIREFOX_UA, metric, SAFARI_IPHONE_UA } from '../clickhouse/traffic.ts'
+
+const CONCURRENCY = 48
+const UAS = [CHROME_UA, FIREFOX_UA, SAFARI_IPHONE_UA]
+
+/** Visitor v's address: 10.x.y.z, one per visitor. */
+export const ipOf = (v: number) => `10.${(v >> 16) & 255}.${(v >> 8) & 255}.${v & 255}`
+
+/**
+ * One tracker request on a new TCP connection (`Connection: close`), written by hand: a fetch per
+ * fresh connection costs the client several times more CPU than the engine spends on the request.
+ * Resolves with the status, or 0 when the connection failed.
+ */
+export function send(port: number, visitor: number, body: Record<string, unknown>): Promise<number> {
+  const payload = JSON.stringify(body)
+  const request =
+    `POST /api/event HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-type: text/plain\r\n` +
+    `user-agent: ${UAS[visitor % UAS.length]}\r\nx-forwarded-for: ${ipOf(visitor)}\r\nconnection: close\r\n` +
+    `content-length: ${Buffer.byteLength(payload)}\r\n\r\n${payload}`
+  return new Promise((resolve) => {
+    let answer = ''
+    const done = () => {
+      const status = /^HTTP\/1\.1 (\d{3})/.exec(answer)
+      resolve(status ? Number(status[1]) : 0)
+    }
+    Bun.connect({
+      hostname: '127.0.0.1',
+      port,
+      socket: {
+        open: (socket) => {
+          socket.write(request)
+        },
+        data: (_socket, chunk) => {
+          answer += chunk.toString()
+        },
+        close: done,
+        error: done,
+        connectError: () => resolve(0),
+      },
+    }).catch(() => resolve(0))
+  })
+}
+
+/** Every visitor's four requests, in order per visitor, `CONCURRENCY` visitors at a time; the statuses seen. */
+export async function visit(base: string, visitors: number): Promise<Map<number, number>> {
+  const port = Number(new URL(base).port)
+  const statuses = new Map<number, number>()
+  let next = 0
+  await Promise.all(
+    Array.from({ length: CONCURRENCY }, async () => {
+      for (let v = next++; v < visitors; v = next++) {
+        const page = `https://example.com/v/${v}`
+        for (const body of [
+          { n: 'pageview', u: page, d: 'example.com' },
+          { n: 'Signup', u: page, d: 'example.com', p: { step: '1' } },
+          { n: 'Signup', u: page, d: 'example.com', p: { step: '2' } },
+          { n: 'pageview', u: `${page}/done`, d: 'example.com' },
+        ]) {
+          const status = await send(port, v, body)
+          statuses.set(status, (statuses.get(status) ?? 0) + 1)
+        }
+      }
+    }),
+  )
+  return statuses
+}
+
+/** A series' value in a /metrics text (the whole series name with labels). */
+export function series(text: string, name: string): number {
+  const line = text.split('\n').find((l) => l.startsWith(`${name} `))
+  return line === undefined ? Number.NaN : Number(line.slice(line.lastIndexOf(' ') + 1))
+}
+
+/** The worker processes of a supervisor. */
+export function workerPids(supervisor: number): number[] {
+  return readFileSync(`/proc/${supervisor}/task/${supervisor}/children`, 'utf8').split(' ').filter(Boolean).map(Number)
+}
+
+/** sessions_v2 FINAL and events_v2 of a database: sessions, sessions without 4 events, sessions beyond one per user, events. */
+export async function sessionCheck(ch: ClickHouseServer, database: string) {
+  const [row] = await ch.rows<{ sessions: string; notFour: string; extra: string }>(
+    `SELECT toString(count()) AS sessions, toString(countIf(events != 4)) AS notFour,
+            toString(uniqExact(session_id) - uniqExact(user_id)) AS extra
+     FROM ${database}.sessions_v2 FINAL`,
+  )
+  const [events] = await ch.rows<{ n: string }>(`SELECT toString(count()) AS n FROM ${database}.events_v2`)
+  return {
+    sessions: Number(row!.sessions),
+    notFour: Number(row!.notFour),
+    extra: Number(row!.extra),
+    events: Number(events!.n),
+  }
+}
+
+/** Until every worker's rows are in ClickHouse (nothing queued, nothing spooled), over the summed /metrics. */
+export async function drained(engine: EngineProcess, workers = 2): Promise<void> {
+  const deadline = Date.now() + 30_000
+  for (;;) {
+    const text = await engine.metrics()
+    if (
+      series(text, 'analytics_workers_reporting') === workers &&
+      metric(text, 'analytics_sink_queued_rows', 'clickhouse') === 0 &&
+      metric(text, 'analytics_sink_spool_bytes', 'clickhouse') === 0
+    )
+      return
+    if (Date.now() > deadline) throw new Error('the sinks did not drain within 30 s')
+    await Bun.sleep(100)
+  }
+}
