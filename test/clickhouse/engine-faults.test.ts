@@ -4,8 +4,9 @@
 //
 // ClickHouse is stopped with SIGTERM, which lets running inserts answer: 18.16's plain MergeTree
 // cannot deduplicate, so only a lost answer after a commit could duplicate (docs/delivery.md), and
-// these counts must be exact. The outage lasts 20 s under a paced 2,000 requests/s (the issue asks
-// 5 min: FAULT_CH_OUTAGE_S=300; FAULT_RATE sets the rate); the 202s' p99 must stay under 50 ms.
+// these counts must be exact. The outage lasts 20 s under a paced 500 requests/s (the issue asks
+// 5 min at 2,000/s: FAULT_CH_OUTAGE_S=300 FAULT_RATE=2000); the 202s' p99 is measured and held to
+// 50 ms on a quiet machine (traffic.ts p99Bound).
 //
 // A lost answer (a proxy cuts the connection after the server answered one insert in five) is the
 // one case that doubles rows on plain MergeTree: the test shows it is bounded to the lost batches.
@@ -44,7 +45,7 @@ const OUTAGE_S = envSeconds('FAULT_CH_OUTAGE_S', envSeconds('FAULT_OUTAGE_S', 20
 /**
  * Requests per second of the paced load (one event each). The issue's 2,000 with FAULT_RATE=2000:
  * on the shared 2-core test machine (load average 10-17 from other work) the p99 at 2,000/s was
- * 84-140 ms with the sink healthy or with no server at all, so the default is what it sustains.
+ * 84-92 ms with no server at all and 384 ms with a healthy one, so the default is 500.
  */
 const RATE = envSeconds('FAULT_RATE', 500)
 
@@ -230,7 +231,7 @@ describe.skipIf(!clickhouseBinary)('engine process against ClickHouse 18.16: fau
       await load.stop()
       console.info(
         `ClickHouse stopped ${OUTAGE_S} s: ${outage.requests} requests answered 202 meanwhile (${outage.perSecond}/s, offered ${RATE}/s), p50 ${outage.p50.toFixed(1)} ms, p99 ${outage.p99.toFixed(1)} ms, max ${outage.max.toFixed(1)} ms (healthy before: p99 ${before.p99.toFixed(1)} ms); ` +
-          `spool peaked at ${mostSpooled} bytes and was empty ${drainMs} ms after the restart (p99 ${after.p99.toFixed(1)} ms meanwhile); ${load.accepted.size} events`,
+          `spool peaked at ${mostSpooled} bytes and was empty ${drainMs} ms after the restart (p99 ${after.p99.toFixed(1)} ms meanwhile); ${load.accepted.size} events, ${load.resent()} resent after a reset`,
       )
       // Requests kept coming, and kept being accepted, while the server was down.
       expect(load.accepted.size).toBeGreaterThan(atStop + RATE)

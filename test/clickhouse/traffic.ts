@@ -273,7 +273,7 @@ export interface Timing {
 export function pacedLoad(
   base: string,
   { rate, max, maxInFlight = 256 }: { rate: number; max: number; maxInFlight?: number },
-): Load & { timings: Timing[]; inFlight(): number; failures: Map<string, number> } {
+): Load & { timings: Timing[]; inFlight(): number; failures: Map<string, number>; resent(): number } {
   const accepted = new Set<number>()
   const timings: Timing[] = []
   /** Why requests were not accepted: `status 503`, `dropped: bot`, or the fetch error. */
@@ -284,23 +284,32 @@ export function pacedLoad(
   }
   const pending = new Set<Promise<void>>()
   let refused = 0
+  let resent = 0
   let next = 0
   let streaming = true
   const started = performance.now()
   const send = (seq: number) => {
     const sentAt = Date.now()
     const t0 = performance.now()
-    const request = fetch(streamRequest(base, seq)).then(
-      async (response) => {
-        await response.arrayBuffer()
-        const dropped = response.headers.get('x-plausible-dropped')
-        if (response.status === 202 && dropped === null) {
-          accepted.add(seq)
-          timings.push({ sentAt, ms: performance.now() - t0 })
-        } else failed(dropped === null ? `status ${response.status}` : `dropped: ${dropped}`)
-      },
-      (error: unknown) => failed(String(error).slice(0, 120)),
-    )
+    // A kept-alive connection the engine closed as idle just as it was reused fails before the
+    // request reaches the engine (ECONNRESET): resent once, on a fresh connection, and counted. Had
+    // the engine taken the first one, its seq would be stored twice and the exactly-once check fail.
+    const request = fetch(streamRequest(base, seq))
+      .catch(() => {
+        resent++
+        return fetch(streamRequest(base, seq), { keepalive: false })
+      })
+      .then(
+        async (response) => {
+          await response.arrayBuffer()
+          const dropped = response.headers.get('x-plausible-dropped')
+          if (response.status === 202 && dropped === null) {
+            accepted.add(seq)
+            timings.push({ sentAt, ms: performance.now() - t0 })
+          } else failed(dropped === null ? `status ${response.status}` : `dropped: ${dropped}`)
+        },
+        (error: unknown) => failed(String(error).slice(0, 120)),
+      )
     const tracked = request.finally(() => pending.delete(tracked))
     pending.add(tracked)
   }
@@ -315,6 +324,7 @@ export function pacedLoad(
     accepted,
     timings,
     failures,
+    resent: () => resent,
     next: () => next,
     refused: () => refused,
     inFlight: () => pending.size,
