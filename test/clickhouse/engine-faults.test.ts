@@ -4,7 +4,12 @@
 //
 // ClickHouse is stopped with SIGTERM, which lets running inserts answer: 18.16's plain MergeTree
 // cannot deduplicate, so only a lost answer after a commit could duplicate (docs/delivery.md), and
-// these counts must be exact.
+// these counts must be exact. The outage lasts 20 s under a paced 500 requests/s (the issue asks
+// 5 min at 2,000/s: FAULT_CH_OUTAGE_S=300 FAULT_RATE=2000); the 202s' p99 is measured and held to
+// 50 ms on a quiet machine (traffic.ts p99Bound).
+//
+// A lost answer (a proxy cuts the connection after the server answered one insert in five) is the
+// one case that doubles rows on plain MergeTree: the test shows it is bounded to the lost batches.
 //
 // The server runs with keep_alive_timeout 0 (one request per connection). With keep-alive, a
 // SIGTERM'd 18.16 goes on serving the connection the engine keeps busy: measured here, the stop took
@@ -14,21 +19,35 @@
 import { afterAll, beforeAll, describe, expect, test } from 'bun:test'
 import { readdirSync } from 'node:fs'
 import { join } from 'node:path'
+import { dropProxy, seqsOf } from './drop-proxy.ts'
 import { type ClickHouseServer, clickhouseBinary, startClickHouse, warnIfNoClickHouse } from './harness.ts'
 import {
   type EngineProcess,
+  envSeconds,
   killEngines,
+  latencyOf,
   metric,
+  p99Bound,
+  pacedLoad,
   scratchDir,
   sendStream,
   standardPlugins,
   startEngineProcess,
+  steadyStream,
   storedState,
 } from './traffic.ts'
 
 warnIfNoClickHouse()
 
 const SINK = 'clickhouse'
+/** The outage under load: 20 s by default, the issue's 5 min with FAULT_CH_OUTAGE_S=300. */
+const OUTAGE_S = envSeconds('FAULT_CH_OUTAGE_S', envSeconds('FAULT_OUTAGE_S', 20))
+/**
+ * Requests per second of the paced load (one event each). The issue's 2,000 with FAULT_RATE=2000:
+ * on the shared 2-core test machine (load average 10-17 from other work) the p99 at 2,000/s was
+ * 84-92 ms with no server at all and 384 ms with a healthy one, so the default is 500.
+ */
+const RATE = envSeconds('FAULT_RATE', 500)
 
 describe.skipIf(!clickhouseBinary)('engine process against ClickHouse 18.16: faults', () => {
   let ch: ClickHouseServer
@@ -43,7 +62,7 @@ describe.skipIf(!clickhouseBinary)('engine process against ClickHouse 18.16: fau
     scratch.remove()
   })
 
-  function config(database: string, stateDir: string) {
+  function config(database: string, stateDir: string, extra: Record<string, unknown> = {}) {
     return {
       server: { host: '127.0.0.1', shutdownTimeoutMs: 5000 },
       sites: [{ id: 1, domain: 'example.com' }],
@@ -61,6 +80,7 @@ describe.skipIf(!clickhouseBinary)('engine process against ClickHouse 18.16: fau
             retryMaxMs: 250,
             requestTimeoutMs: 5000,
             compression: 'none',
+            ...extra,
           },
         },
       ],
@@ -175,57 +195,103 @@ describe.skipIf(!clickhouseBinary)('engine process against ClickHouse 18.16: fau
     await expectExactlyOnce('coldstart', accepted)
   }, 60_000)
 
-  test('ClickHouse stopped and restarted mid-stream: every request answered 202, every event stored once', async () => {
-    const stateDir = join(scratch.path, 'state-midstream')
-    const engine = await startEngineProcess(config('midstream', stateDir), scratch.path)
-    const accepted = new Set<number>()
-    let refused = 0
-    let next = 0
-    let streaming = true
-    // Four clients send one request after another, until told to stop (at most 20,000 requests).
-    const clients = Array.from({ length: 4 }, async () => {
-      while (streaming && next < 20_000) {
-        const seq = next++
-        if (await sendStream(engine.url, seq)) accepted.add(seq)
-        else refused++
-        await Bun.sleep(2)
+  test(
+    `ClickHouse stopped for ${OUTAGE_S} s under ${RATE} requests/s: 202s go on, the spool drains, every event stored once`,
+    async () => {
+      const stateDir = join(scratch.path, 'state-midstream')
+      // The default batching (a batch a second): the outage's backlog replays in few inserts.
+      const engine = await startEngineProcess(
+        config('midstream', stateDir, { flushIntervalMs: 1000, batchRows: 10_000 }),
+        scratch.path,
+      )
+      const load = pacedLoad(engine.url, { rate: RATE, max: RATE * (OUTAGE_S + 90) })
+      const spool = async () => metric(await engine.metrics(), 'analytics_sink_spool_bytes', SINK)
+      const written = async () => metric(await engine.metrics(), 'analytics_sink_rows_written_total', SINK)
+      // Conditions, not fixed sleeps: a loaded machine may serve fewer requests in a given time.
+      const deadline = Date.now() + 20_000
+      while (!((await written()) > 0 && load.accepted.size > 4 * RATE) && Date.now() < deadline) await Bun.sleep(50)
+      expect(await written()).toBeGreaterThan(0)
+      await ch.stop()
+      const stoppedAt = Date.now()
+      const atStop = load.accepted.size
+      let mostSpooled = 0
+      while (Date.now() < stoppedAt + OUTAGE_S * 1000) {
+        mostSpooled = Math.max(mostSpooled, await spool())
+        await Bun.sleep(250)
       }
-    })
-    let sawSpool = false
-    // Conditions, not fixed sleeps: a loaded machine may serve fewer requests in a given time.
-    const watchUntil = async (done: () => boolean | Promise<boolean>, ms: number) => {
-      const until = Date.now() + ms
-      while (Date.now() < until) {
-        if (metric(await engine.metrics(), 'analytics_sink_spool_bytes', SINK) > 0) sawSpool = true
-        if (await done()) return
-        await Bun.sleep(100)
+      expect((await engine.health()).body.sinks[SINK]?.state).toBe('degraded')
+      await ch.start()
+      const startedAt = Date.now()
+      const outage = latencyOf(load.timings, stoppedAt, startedAt)
+      const before = latencyOf(load.timings, stoppedAt - 3000, stoppedAt)
+      // The load goes on while the backlog replays: new batches queue behind it, in order.
+      while ((await spool()) > 0 && Date.now() < startedAt + 120_000) await Bun.sleep(100)
+      const drainMs = Date.now() - startedAt
+      const after = latencyOf(load.timings, startedAt, Date.now())
+      await load.stop()
+      console.info(
+        `ClickHouse stopped ${OUTAGE_S} s: ${outage.requests} requests answered 202 meanwhile (${outage.perSecond}/s, offered ${RATE}/s), p50 ${outage.p50.toFixed(1)} ms, p99 ${outage.p99.toFixed(1)} ms, max ${outage.max.toFixed(1)} ms (healthy before: p99 ${before.p99.toFixed(1)} ms); ` +
+          `spool peaked at ${mostSpooled} bytes and was empty ${drainMs} ms after the restart (p99 ${after.p99.toFixed(1)} ms meanwhile); ${load.accepted.size} events, ${load.resent()} resent after a reset`,
+      )
+      // Requests kept coming, and kept being accepted, while the server was down.
+      expect(load.accepted.size).toBeGreaterThan(atStop + RATE)
+      expect(Object.fromEntries(load.failures)).toEqual({})
+      expect(mostSpooled).toBeGreaterThan(0)
+      expect(outage.p99).toBeLessThan(p99Bound(before.p99))
+      expect(drainMs).toBeLessThan(120_000)
+      const text = await drained(engine, 'midstream', load.accepted.size)
+      expect(metric(text, 'analytics_sink_retries_total', SINK)).toBeGreaterThan(0)
+      expect(metric(text, 'analytics_sink_rows_failed_total', SINK)).toBe(0)
+      expect(await engine.stop()).toBe(0)
+      await expectExactlyOnce('midstream', load.accepted)
+      expect(
+        readdirSync(stateDir, { recursive: true })
+          .map(String)
+          .filter((f) => f.endsWith('.seg')),
+      ).toEqual([])
+    },
+    150_000 + OUTAGE_S * 1000,
+  )
+
+  test('a lost insert answer (one in five) on plain MergeTree: nothing lost, at most one extra copy per lost answer (at-least-once)', async () => {
+    const proxy = await dropProxy(ch.httpPort, { every: 5 })
+    try {
+      const engine = await startEngineProcess(
+        config('lost', join(scratch.path, 'state-lost'), { url: `http://127.0.0.1:${proxy.port}` }),
+        scratch.path,
+      )
+      const load = steadyStream(engine.url)
+      const eventDrops = () => proxy.drops.filter((d) => d.table === 'lost.events_v2').length
+      const deadline = Date.now() + 30_000
+      while (eventDrops() < 3 && Date.now() < deadline) await Bun.sleep(50)
+      await load.stop()
+      expect(eventDrops()).toBeGreaterThanOrEqual(3)
+      expect(load.refused()).toBe(0)
+      const text = await drained(engine, 'lost', load.accepted.size)
+      expect(metric(text, 'analytics_sink_rows_failed_total', SINK)).toBe(0)
+      expect(await engine.stop()).toBe(0)
+      const stored = await ch.rows<{ seq: string; n: string }>(
+        "SELECT meta.value[indexOf(meta.key, 'seq')] AS seq, toString(count()) AS n FROM lost.events_v2 GROUP BY seq",
+      )
+      const copies = new Map(stored.map((r) => [Number(r.seq), Number(r.n)]))
+      // How many lost answers each event's batch had: a retry's answer may be lost too.
+      const lostAnswers = new Map<number, number>()
+      for (const drop of proxy.drops) {
+        if (drop.table !== 'lost.events_v2') continue
+        for (const seq of seqsOf(drop.body)) lostAnswers.set(seq, (lostAnswers.get(seq) ?? 0) + 1)
       }
+      const extra = [...copies].filter(([, n]) => n > 1)
+      const lostRows = [...lostAnswers.values()].reduce((a, b) => a + b, 0)
+      console.info(
+        `lost answers, plain MergeTree: ${proxy.inserts()} inserts, ${proxy.drops.length} answers lost (${eventDrops()} of events, ${lostRows} event rows); ${extra.length} events stored more than once, ${extra.reduce((n, [, c]) => n + c - 1, 0)} extra copies; ${load.accepted.size} events`,
+      )
+      // Nothing lost, nothing foreign.
+      expect([...load.accepted].filter((seq) => !copies.has(seq))).toEqual([])
+      expect([...copies.keys()].filter((seq) => !load.accepted.has(seq))).toEqual([])
+      // At-least-once: an event has at most one extra copy per lost answer of its batch.
+      expect(extra.filter(([seq, n]) => n - 1 > (lostAnswers.get(seq) ?? 0))).toEqual([])
+    } finally {
+      await proxy.close()
     }
-    const written = async () => metric(await engine.metrics(), 'analytics_sink_rows_written_total', SINK)
-    await watchUntil(async () => (await written()) > 0 && accepted.size > 100, 20_000)
-    expect(await written()).toBeGreaterThan(0)
-    await ch.stop()
-    const atStop = accepted.size
-    await watchUntil(() => sawSpool && accepted.size > atStop + 50, 20_000)
-    // Requests kept coming, and kept being accepted, while the server was down.
-    expect(accepted.size).toBeGreaterThan(atStop + 50)
-    await ch.start()
-    const atStart = accepted.size
-    await watchUntil(() => accepted.size > atStart + 50, 20_000)
-    streaming = false
-    await Promise.all(clients)
-    expect(refused).toBe(0)
-    expect(accepted.size).toBeGreaterThan(200)
-    expect(sawSpool).toBe(true)
-    const text = await drained(engine, 'midstream', accepted.size)
-    expect(metric(text, 'analytics_sink_retries_total', SINK)).toBeGreaterThan(0)
-    expect(metric(text, 'analytics_sink_rows_failed_total', SINK)).toBe(0)
-    expect(await engine.stop()).toBe(0)
-    await expectExactlyOnce('midstream', accepted)
-    expect(
-      readdirSync(stateDir, { recursive: true })
-        .map(String)
-        .filter((f) => f.endsWith('.seg')),
-    ).toEqual([])
   }, 60_000)
 })
