@@ -324,6 +324,17 @@ export async function main(argv: string[]): Promise<number> {
     }
     process.on('SIGTERM', () => onSignal('SIGTERM'))
     process.on('SIGINT', () => onSignal('SIGINT'))
+    // An error no code caught comes from outside any request (a library's socket without an error
+    // listener, a timer in a custom plugin). Dying would lose the rows and sessions in memory and
+    // stop ingest, so it is logged, counted, and the engine serves on; the fault stays visible.
+    const uncaught = (kind: string) => (error: unknown) => {
+      engine.metrics.uncaughtErrors++
+      const e = error instanceof Error ? error : new Error(String(error))
+      const stack = e.stack?.split('\n').slice(1, 9).join('\n')
+      engine.logger.error('Uncaught error; serving on.', { kind, error: e.message.slice(0, 500), stack })
+    }
+    process.on('uncaughtException', uncaught('exception'))
+    process.on('unhandledRejection', uncaught('rejection'))
     // A worker whose supervisor died (kill -9) stops as on SIGTERM instead of serving on alone.
     if (workerRun) process.on('disconnect', () => onSignal('supervisor gone'))
     // SIGHUP: reload sites, shields and plugins' files; a bad new config is refused and the old one stays.

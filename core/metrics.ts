@@ -40,6 +40,8 @@ export class Metrics {
   siteSource: () => SiteSourceStatus | undefined = () => undefined
   /** Requests moved between the workers of `serve --workers` (core/workers/link.ts); absent for one process. */
   workerLink?: { forwarded: number; fallback: number; received: number }
+  /** Errors no code caught (a library's socket without an error listener, a custom plugin's timer). */
+  uncaughtErrors = 0
 
   /** `route` → status → its `requests` key, so counting a request builds no string. */
   private readonly requestKeys = new Map<string, Map<number, string>>()
@@ -171,6 +173,12 @@ export class Metrics {
       family('analytics_worker_forwarded_received_total', 'counter', 'Requests other workers forwarded to this one.')
       out.push(`analytics_worker_forwarded_received_total ${link.received}`)
     }
+    family(
+      'analytics_uncaught_errors_total',
+      'counter',
+      'Errors outside any request that no code caught; each is logged and the engine serves on.',
+    )
+    out.push(`analytics_uncaught_errors_total ${this.uncaughtErrors}`)
     family('analytics_uptime_seconds', 'gauge', 'Seconds since the engine started.')
     out.push(`analytics_uptime_seconds ${Math.floor((Date.now() - this.startedAt) / 1000)}`)
     return `${out.join('\n')}\n`

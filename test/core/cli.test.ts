@@ -154,6 +154,32 @@ sinks: [{ stdout: { flushIntervalMs: 50 } }]
     expect(stderr).toContain('sites[0].id: expected integer')
   })
 
+  test('an error no code catches is logged and counted, and the engine serves on and flushes', async () => {
+    const file = configFile(`server: { host: 127.0.0.1 }
+sites: [{ id: 1, domain: a.example }]
+plugins: [${dialect}, ${join(root, 'test/fixtures/throw-later.ts')}]
+sinks: [{ stdout: { flushIntervalMs: 50 } }]
+`)
+    const { proc, url, stderr: readStderr } = await start(file)
+    const send = async (p: Record<string, string>) => {
+      const res = await fetch(`${url}/t/event`, { method: 'POST', body: JSON.stringify({ d: 'a.example', p }) })
+      return [res.status, ((await res.json()) as { outcomes: string[] }).outcomes[0]]
+    }
+    expect(await send({ boom: '1' })).toEqual([202, 'ok'])
+    await Bun.sleep(100)
+    expect(await send({ after: '1' })).toEqual([202, 'ok'])
+    const metrics = await (await fetch(`${url}/metrics`)).text()
+    expect(metrics).toContain('analytics_uncaught_errors_total 2')
+    proc.kill('SIGTERM')
+    const [stdout, stderr, code] = await Promise.all([new Response(proc.stdout).text(), readStderr(), proc.exited])
+    expect(code).toBe(0)
+    expect(stderr).toContain('boom from a timer')
+    expect(stderr).toContain('boom from a promise')
+    expect(stderr.match(/Uncaught error; serving on\./g)?.length).toBe(2)
+    // Both events reached the sink: the fault cost nothing accepted.
+    expect(stdout.split('\n').filter((l) => l.includes('"_table":"events_v2"')).length).toBe(2)
+  })
+
   test('a body that trickles in past the deadline gets 408', async () => {
     const file = configFile(`server: { host: 127.0.0.1, bodyTimeoutMs: 300 }
 sites: any
