@@ -138,7 +138,8 @@ export function parseRedisUrl(url: string): Target {
   if (!Number.isInteger(db) || db < 0)
     throw new Error(`database ${JSON.stringify(parsed.pathname.slice(1))} is not a number`)
   return {
-    host: parsed.hostname.replace(/^\[|\]$/g, '') || '127.0.0.1',
+    // An IPv6 address comes bracketed in a URL, bare to connect().
+    host: (parsed.hostname.startsWith('[') ? parsed.hostname.slice(1, -1) : parsed.hostname) || '127.0.0.1',
     port: parsed.port ? Number(parsed.port) : 6379,
     tls,
     username: decodeURIComponent(parsed.username),
