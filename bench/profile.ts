@@ -6,7 +6,7 @@
 // while the engine starts or stops are left out. The profiler slows the engine down, so read the
 // shares; the µs are sampled time per request under the profiler, not the cost without it.
 //
-//   bun bench/profile.ts [--seconds 8] [--config bench/cases/engine-stdout.yaml] [--top 25] [--keep DIR]
+//   bun bench/profile.ts [--seconds 8] [--warmup 10] [--config bench/cases/engine-stdout.yaml] [--top 25] [--keep DIR]
 
 import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
@@ -20,6 +20,7 @@ const flag = (name: string, fallback: string) => {
   return i >= 0 && process.argv[i + 1] ? process.argv[i + 1]! : fallback
 }
 const seconds = Number(flag('seconds', '8'))
+const warmup = Number(flag('warmup', '10'))
 const config = resolve(root, flag('config', 'bench/cases/engine-stdout.yaml'))
 const top = Number(flag('top', '25'))
 const keep = flag('keep', '')
@@ -42,6 +43,8 @@ interface ProfileNode {
 interface Profile {
   nodes: ProfileNode[]
   samples: number[]
+  /** Microseconds from the previous sample (the first: from the profile's start). */
+  timeDeltas: number[]
 }
 
 async function wrk(port: number, duration: number, seed: number): Promise<number> {
@@ -104,7 +107,8 @@ interface Attribution {
   leaves: Map<string, Map<string, number>>
 }
 
-function attribute(profile: Profile): Attribution {
+/** `window`: microseconds since the profile started, [from, to). */
+function attribute(profile: Profile, window: { from: number; to: number }): Attribution {
   const byId = new Map<number, ProfileNode>()
   const parent = new Map<number, number>()
   for (const n of profile.nodes) {
@@ -135,7 +139,11 @@ function attribute(profile: Profile): Attribution {
   }
   const counts = new Map<string, number>()
   const leaves = new Map<string, Map<string, number>>()
-  for (const s of profile.samples) {
+  let at = 0
+  for (let i = 0; i < profile.samples.length; i++) {
+    at += profile.timeDeltas[i] ?? 0
+    if (at < window.from || at >= window.to) continue
+    const s = profile.samples[i]!
     const name = label(s)
     counts.set(name, (counts.get(name) ?? 0) + 1)
     if (!detail.includes(name)) continue
@@ -168,30 +176,38 @@ const proc = Bun.spawn(
   ],
   { cwd: root, stdout: 'ignore', stderr: 'ignore' },
 )
+// The profile starts with the process: the window is timed from the spawn.
+const spawned = performance.now()
 let requests = 0
+let window = { from: 0, to: 0 }
 try {
   await ready(port)
+  if (warmup > 0) await wrk(port, warmup, 1)
+  const from = performance.now()
   requests = await wrk(port, seconds, 2)
+  window = { from: (from - spawned) * 1000, to: (performance.now() - spawned) * 1000 }
 } finally {
   proc.kill('SIGTERM')
   await proc.exited
 }
 const file = readdirSync(dir).find((f) => f.endsWith('.cpuprofile'))
 if (!file) throw new Error(`no profile written in ${dir}`)
-const { counts, leaves } = attribute(JSON.parse(readFileSync(join(dir, file), 'utf8')) as Profile)
+const { counts, leaves } = attribute(JSON.parse(readFileSync(join(dir, file), 'utf8')) as Profile, window)
 if (!keep) rmSync(dir, { recursive: true, force: true })
 
 const offLoad = counts.get('(start-up and shut-down)') ?? 0
 counts.delete('(start-up and shut-down)')
 const sampled = [...counts.values()].reduce((a, b) => a + b, 0)
-console.log(`${requests} requests in ${seconds} s; ${sampled} samples of ${intervalUs} µs under load`)
+console.log(
+  `${requests} requests in ${seconds} s after ${warmup} s of warm-up; ${sampled} samples of ${intervalUs} µs in that window`,
+)
 console.log('| component | share | µs/request (sampled) |')
 console.log('|---|---|---|')
 for (const [name, n] of [...counts.entries()].sort((a, b) => b[1] - a[1]).slice(0, top)) {
   console.log(`| ${name} | ${((100 * n) / sampled).toFixed(1)}% | ${((n * intervalUs) / requests).toFixed(2)} |`)
 }
 console.log(`| total | 100% | ${((sampled * intervalUs) / requests).toFixed(2)} |`)
-console.log(`(left out: ${offLoad} samples while starting and stopping)`)
+if (offLoad > 0) console.log(`(left out: ${offLoad} samples of start-up or shut-down code in the window)`)
 for (const [name, inner] of leaves) {
   console.log(`\n${name}, by sampled leaf:`)
   for (const [where, n] of [...inner.entries()].sort((a, b) => b[1] - a[1]).slice(0, 15)) {
