@@ -62,8 +62,32 @@ export class JsonLines {
     if (this.spare === undefined || whole.length > this.spare.length) this.spare = whole
   }
 
-  /** One events_v2 row; `open` is the row's first bytes in place of `{`. */
+  /**
+   * One events_v2 row; `open` is the row's first bytes in place of `{`. A row that throws (a date
+   * out of range) leaves nothing behind, as none is written when JSON.stringify of its row object throws.
+   */
   event(e: AnalyticsEvent, open: Uint8Array): void {
+    const start = this.length
+    try {
+      this.eventRow(e, open)
+    } catch (error) {
+      this.length = start
+      throw error
+    }
+  }
+
+  /** One sessions_v2 row; `open` and a throw as for `event`. */
+  session(s: SessionRow, open: Uint8Array): void {
+    const start = this.length
+    try {
+      this.sessionRow(s, open)
+    } catch (error) {
+      this.length = start
+      throw error
+    }
+  }
+
+  private eventRow(e: AnalyticsEvent, open: Uint8Array): void {
     this.raw(open)
     this.raw(E.timestamp)
     this.quotedAscii(formatDateTime(e.timestamp))
@@ -134,8 +158,7 @@ export class JsonLines {
     this.endLine()
   }
 
-  /** One sessions_v2 row; `open` as for `event`. */
-  session(s: SessionRow, open: Uint8Array): void {
+  private sessionRow(s: SessionRow, open: Uint8Array): void {
     this.raw(open)
     this.raw(S.session_id)
     this.quotedAscii(sessionIdText(s.session_id))

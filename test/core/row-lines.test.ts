@@ -178,3 +178,36 @@ describe('the buffer', () => {
     expect(decoder.decode(out.take().bytes)).toContain('"name":"third"')
   })
 })
+
+test('a row that throws leaves nothing behind, and the next row is whole', () => {
+  const out = new JsonLines(16)
+  out.event(makeEvent({ name: 'before', timestamp: 1_700_000_000 }), OPEN)
+  expect(() => out.event(makeEvent({ name: 'broken', timestamp: Number.NaN }), OPEN)).toThrow(RangeError)
+  expect(() => out.session({ ...session, start: Number.POSITIVE_INFINITY }, OPEN)).toThrow(RangeError)
+  expect(() => JSON.stringify(eventRow(makeEvent({ timestamp: Number.NaN })))).toThrow(RangeError)
+  out.event(makeEvent({ name: 'after', timestamp: 1_700_000_000 }), OPEN)
+  const { bytes, ends } = out.take()
+  expect(ends).toHaveLength(2)
+  const text = decoder.decode(bytes)
+  expect(
+    text
+      .split('\n')
+      .filter((l) => l !== '')
+      .map((l) => JSON.parse(l).name),
+  ).toEqual(['before', 'after'])
+})
+
+test('rows far larger than the buffer: long strings, many props, a long opening', () => {
+  const out = new JsonLines(16)
+  const open = new TextEncoder().encode(`{"_table":"${'x'.repeat(10_000)}",`)
+  const props: Record<string, string> = {}
+  for (let i = 0; i < 2000; i++) props[String(i).padStart(5, '0')] = i % 2 ? '' : '\u0000"é'
+  const event = makeEvent({ timestamp: 1_700_000_000, pathname: '/\u0001😀'.repeat(30_000), props })
+  out.event(event, open)
+  out.session({ ...session, entry_meta_key: Object.keys(props), entry_meta_value: Object.values(props) }, open)
+  const lines = decoder.decode(out.take().bytes).split('\n')
+  const prefix = `{"_table":"${'x'.repeat(10_000)}",`
+  expect(lines[0]).toBe(`${prefix}${JSON.stringify(eventRow(event)).slice(1)}`)
+  const row = { ...session, entry_meta_key: Object.keys(props), entry_meta_value: Object.values(props) }
+  expect(lines[1]).toBe(`${prefix}${JSON.stringify(sessionRow(row)).slice(1)}`)
+})
