@@ -12,7 +12,10 @@
 // client IP (core/workers/link.ts): their difference is the cost of forwarding (the CPU of the
 // supervisor and both workers is counted).
 //
-//   bun bench/cpu.ts [--seconds 6] [--rate 0] [--only bare,engine,engine-2w,engine-2w-noaff] [--rounds 3] [--base DIR]
+// Each server is warmed up for `--warmup` seconds first (10 by default): the engine's JIT compiler is
+// busy for about that long under load (see bench/run.ts).
+//
+//   bun bench/cpu.ts [--seconds 6] [--warmup 10] [--rate 0] [--only bare,engine,engine-2w,engine-2w-noaff] [--rounds 3] [--base DIR]
 
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs'
 import { join, resolve } from 'node:path'
@@ -27,6 +30,7 @@ const flag = (name: string, fallback: string) => {
 const seconds = Number(flag('seconds', '6'))
 const rate = Number(flag('rate', '0'))
 const rounds = Number(flag('rounds', '3'))
+const warmup = Number(flag('warmup', '10'))
 // wrk paces each connection by a delay between its requests: rate = connections × 1000 / delay.
 const delayMs = 10
 const connections = rate > 0 ? Math.max(1, Math.round((rate * delayMs) / 1000)) : 64
@@ -124,7 +128,7 @@ for (let round = 0; round < rounds; round++) {
     const proc = Bun.spawn(commands[name]!(port), { cwd: root, stdout: 'ignore', stderr: 'ignore' })
     try {
       await ready(port)
-      await wrk(port, 3, 1)
+      await wrk(port, warmup, 1)
       const before = cpuSeconds(proc.pid)
       const requests = await wrk(port, seconds, 2)
       const spent = cpuSeconds(proc.pid) - before

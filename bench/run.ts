@@ -3,7 +3,13 @@
 // Reports requests/s (median of the rounds), p50/p99 latency at half of each variant's peak, peak RSS,
 // and the ratio engine / bare. Writes bench/results.md.
 //
-//   bun bench/run.ts [--rounds 3] [--seconds 10] [--connections 64] [--only bare,engine]
+// Each server is loaded for `--warmup` seconds before it is measured: the engine's JIT compiler is
+// still busy for about ten seconds under load (its compiler threads took 16-18% of the process's
+// CPU samples between 2.5 and 10.5 s in a perf profile, and main-thread CPU per request fell until
+// about 15 s), while a bare server has almost nothing to compile. A server runs for days, so its
+// steady state is what is compared.
+//
+//   bun bench/run.ts [--rounds 3] [--seconds 10] [--warmup 10] [--connections 64] [--only bare,engine]
 
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs'
 import { cpus, totalmem } from 'node:os'
@@ -22,6 +28,7 @@ function flag(name: string, fallback: string): string {
 const rounds = Number(flag('rounds', '3'))
 const seconds = Number(flag('seconds', '10'))
 const connections = Number(flag('connections', '64'))
+const warmup = Number(flag('warmup', '10'))
 const only = flag('only', '')
 
 interface Variant {
@@ -183,7 +190,7 @@ async function runOnce(
   const proc = Bun.spawn(variant.command(port), { cwd: root, stdout: 'ignore', stderr: 'ignore' })
   try {
     await waitReady(port, variant.ready, proc)
-    await wrk(port, join(root, 'bench/replay.lua'), [join(out, 'corpus.tsv'), '1'], 2, connections)
+    await wrk(port, join(root, 'bench/replay.lua'), [join(out, 'corpus.tsv'), '1'], warmup, connections)
     const result = await load(port)
     return { ...result, rssMb: peakRss(proc.pid) }
   } finally {
@@ -271,7 +278,7 @@ async function main() {
   const report = `# Benchmark results
 
 Run on ${new Date().toISOString().slice(0, 10)}: ${machine()}. Load: wrk 1 thread, ${connections} connections,
-${seconds} s per run after a 2 s warm-up, ${rounds} rounds alternating the variants; the corpus is
+${seconds} s per run after a ${warmup} s warm-up at full load, ${rounds} rounds alternating the variants; the corpus is
 bench/corpus.ts with seed 42 (200,000 requests: ~2,000 user agents, ~100,000 client IPs, 5 sites,
 page views, custom events with props, engagement, ~5% bots and spam). wrk and the server share the
 machine's cores, so absolute numbers are low and noisy: compare the ratios. Latency is measured at a

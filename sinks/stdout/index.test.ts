@@ -6,7 +6,9 @@ import { createLineSink } from './index.ts'
 
 function collector() {
   const chunks: string[] = []
-  return { chunks, writer: { write: async (chunk: string) => void chunks.push(chunk) } }
+  // The sink reuses a chunk's memory once written: decode it now.
+  const decoder = new TextDecoder()
+  return { chunks, writer: { write: async (chunk: Uint8Array) => void chunks.push(decoder.decode(chunk)) } }
 }
 
 const session: SessionRow = {

@@ -3,12 +3,17 @@
 // path; logs go to stderr, so stdout stays machine-readable.
 
 import { Type } from '@sinclair/typebox'
-import { EVENTS_TABLE, eventRow, type JsonRow, SESSIONS_TABLE, sessionRow } from '../../core/rows.ts'
+import type { AnalyticsEvent } from '../../core/event.ts'
+import { JsonLines } from '../../core/row-lines.ts'
+import { EVENTS_TABLE, SESSIONS_TABLE } from '../../core/rows.ts'
 import { defineSink } from '../../core/sink.ts'
 
-/** Where lines go; tests and the benchmark swap it (e.g. for /dev/null). */
+/**
+ * Where lines go; tests swap it. A chunk is whole lines of UTF-8; the sink reuses its memory once
+ * the promise settles, so a writer that keeps it must copy it.
+ */
 export interface LineWriter {
-  write(chunk: string): Promise<void>
+  write(chunk: Uint8Array): Promise<void>
 }
 
 function stdoutWriter(): LineWriter {
@@ -20,13 +25,9 @@ function stdoutWriter(): LineWriter {
   }
 }
 
-const EVENTS_PREFIX = `{"_table":"${EVENTS_TABLE}",`
-const SESSIONS_PREFIX = `{"_table":"${SESSIONS_TABLE}",`
-
-/** `_table` first, so a reader can route a line before parsing the rest; spliced in, not spread. */
-function line(prefix: string, row: JsonRow): string {
-  return `${prefix}${JSON.stringify(row).slice(1)}\n`
-}
+/** `_table` first, so a reader can route a line before parsing the rest. */
+const EVENTS_OPEN = new TextEncoder().encode(`{"_table":"${EVENTS_TABLE}",`)
+const SESSIONS_OPEN = new TextEncoder().encode(`{"_table":"${SESSIONS_TABLE}",`)
 
 export default defineSink({
   name: 'stdout',
@@ -68,7 +69,7 @@ export function createLineSink(
 ) {
   const events = options.tables.includes(EVENTS_TABLE)
   const sessions = options.tables.includes(SESSIONS_TABLE)
-  let lines: string[] = []
+  const lines = new JsonLines()
   let inFlight: Promise<void> | undefined
   let failing = false
   let timer: ReturnType<typeof setTimeout> | undefined
@@ -80,11 +81,11 @@ export function createLineSink(
     }
     // One write in flight: a second flush waits for the first, then writes what came meanwhile.
     while (inFlight) await inFlight
-    if (lines.length === 0) return
-    const batch = lines
-    lines = []
+    if (lines.lines === 0) return
+    const batch = lines.take()
     const started = performance.now()
-    inFlight = writeSlices(batch).then((ok) => {
+    inFlight = writeSlices(batch.bytes, batch.ends).then((ok) => {
+      lines.recycle(batch.bytes)
       if (ok) stats.recordBatch((performance.now() - started) / 1000)
     })
     try {
@@ -99,16 +100,17 @@ export function createLineSink(
    * for 15-40 ms (measured), which every request arriving meanwhile waited out; between slices
    * requests are served.
    */
-  const writeSlices = async (batch: string[]): Promise<boolean> => {
+  const writeSlices = async (bytes: Uint8Array, ends: number[]): Promise<boolean> => {
     let ok = true
-    for (let start = 0; start < batch.length; start += SLICE_LINES) {
-      const slice = batch.length <= SLICE_LINES ? batch : batch.slice(start, start + SLICE_LINES)
+    for (let first = 0; first < ends.length; first += SLICE_LINES) {
+      const last = Math.min(first + SLICE_LINES, ends.length) - 1
+      const count = last - first + 1
       try {
-        await writer.write(slice.join(''))
-        stats.rowsWritten += slice.length
+        await writer.write(bytes.subarray(first === 0 ? 0 : ends[first - 1], ends[last]))
+        stats.rowsWritten += count
         failing = false
       } catch {
-        stats.rowsFailed += slice.length
+        stats.rowsFailed += count
         failing = true
         ok = false
       }
@@ -117,7 +119,7 @@ export function createLineSink(
   }
 
   const schedule = () => {
-    if (lines.length >= options.batchRows) void flush()
+    if (lines.lines >= options.batchRows) void flush()
     else if (!timer) {
       timer = setTimeout(() => {
         timer = undefined
@@ -127,16 +129,16 @@ export function createLineSink(
   }
 
   return {
-    write(event: Parameters<typeof eventRow>[0]) {
-      if (events) lines.push(line(EVENTS_PREFIX, eventRow(event)))
-      if (sessions) for (const s of event.sessionRows) lines.push(line(SESSIONS_PREFIX, sessionRow(s)))
+    write(event: AnalyticsEvent) {
+      if (events) lines.event(event, EVENTS_OPEN)
+      if (sessions) for (const s of event.sessionRows) lines.session(s, SESSIONS_OPEN)
       schedule()
     },
     flush,
     close: flush,
     health: () => ({
       state: failing ? ('degraded' as const) : ('ok' as const),
-      queuedRows: lines.length,
+      queuedRows: lines.lines,
       ...(failing ? { detail: 'writing to stdout failed; rows were lost' } : {}),
     }),
   }

@@ -1,0 +1,213 @@
+// JSON lines written as bytes (core/row-lines.ts) must be the very text of JSON.stringify on the row
+// objects of core/rows.ts: the same keys in the same order, the same escapes, UTF-8.
+
+import { describe, expect, test } from 'bun:test'
+import fc from 'fast-check'
+import type { SessionRow } from '../../core/event.ts'
+import { JsonLines } from '../../core/row-lines.ts'
+import { eventRow, sessionRow } from '../../core/rows.ts'
+import { makeEvent } from '../../core/testing.ts'
+
+const OPEN = new TextEncoder().encode('{')
+const decoder = new TextDecoder()
+
+function lines(write: (lines: JsonLines) => void): string {
+  const out = new JsonLines(16)
+  write(out)
+  return decoder.decode(out.take().bytes)
+}
+
+/** Every kind of character JSON.stringify treats apart: controls, quote, backslash, surrogates, non-ASCII. */
+const HOSTILE = [
+  '',
+  'plain',
+  'a"b\\c',
+  '\u0000\u0001\u0008\t\n\u000b\f\r\u001f\u007f',
+  'é ü ß 中文 \u2028\u2029',
+  '😀 pair',
+  'lone \ud800 high',
+  'lone \udc00 low',
+  'reversed \udc00\ud800',
+  'end \ud83d',
+  '</script>',
+]
+
+const session: SessionRow = {
+  session_id: 18446744073709551615n,
+  sign: -1,
+  site_id: 3,
+  user_id: 9007199254740993n,
+  hostname: 'example.com',
+  timestamp: 1_700_000_123,
+  start: 1_700_000_000,
+  is_bounce: 0,
+  entry_page: '/',
+  exit_page: '/x',
+  exit_page_hostname: 'example.com',
+  pageviews: 2,
+  events: 3,
+  duration: 123,
+  referrer: 'news.example',
+  referrer_source: 'News',
+  click_id_param: '',
+  utm_medium: 'm',
+  utm_source: 's',
+  utm_campaign: 'c',
+  utm_content: '',
+  utm_term: '',
+  country_code: '',
+  subdivision1_code: '',
+  subdivision2_code: '',
+  city_geoname_id: 0,
+  screen_size: 'Desktop',
+  operating_system: 'Mac',
+  operating_system_version: '10.15',
+  browser: 'Chrome',
+  browser_version: '120.0',
+  entry_meta_key: ['a', 'b'],
+  entry_meta_value: ['1', '2'],
+  transferred_from: '',
+  acquisition_channel: 'Direct',
+}
+
+describe('events_v2 lines', () => {
+  test('a default event, unknowns as NUL bytes and null amounts', () => {
+    const event = makeEvent({ timestamp: 1_700_000_000 })
+    expect(lines((l) => l.event(event, OPEN))).toBe(`${JSON.stringify(eventRow(event))}\n`)
+  })
+
+  test('a filled event, props sorted by their bytes, amounts and currencies set', () => {
+    const event = makeEvent({
+      timestamp: 1_700_000_000,
+      name: 'Purchase',
+      site_id: 42,
+      user_id: 18446744073709551615n,
+      session_id: 1n,
+      hostname: 'shop.example',
+      pathname: '/cart',
+      country_code: 'DE',
+      city_geoname_id: 2950159,
+      revenue_source_amount: '12.5',
+      revenue_source_currency: 'EUR',
+      revenue_reporting_amount: '13.125',
+      revenue_reporting_currency: 'USD',
+      scroll_depth: 255,
+      engagement_time: 1234,
+      props: { b: '2', a: '1', É: 'x', Z: 'y', '😀': 'z' },
+    })
+    expect(lines((l) => l.event(event, OPEN))).toBe(`${JSON.stringify(eventRow(event))}\n`)
+  })
+
+  test.each(HOSTILE)('every string column escaped as JSON.stringify does: %j', (text) => {
+    const event = makeEvent({ timestamp: 1_700_000_000 })
+    for (const [key, value] of Object.entries(event))
+      if (typeof value === 'string') Object.assign(event, { [key]: text })
+    event.props = { [text]: text, [`${text}2`]: '' }
+    expect(lines((l) => l.event(event, OPEN))).toBe(`${JSON.stringify(eventRow(event))}\n`)
+  })
+
+  test('arbitrary strings and numbers', () => {
+    fc.assert(
+      fc.property(
+        fc.record({
+          name: fc.string({ unit: 'binary' }),
+          pathname: fc.string({ unit: 'grapheme' }),
+          referrer: fc.string({ unit: 'binary-ascii' }),
+          hostname: fc.string(),
+          country_code: fc.constantFrom('', 'DE', 'US'),
+          scroll_depth: fc.integer({ min: 0, max: 255 }),
+          engagement_time: fc.integer({ min: 0, max: 2 ** 31 }),
+          city_geoname_id: fc.integer({ min: 0, max: 2 ** 32 - 1 }),
+          user_id: fc.bigInt({ min: 0n, max: 2n ** 64n - 1n }),
+          props: fc.dictionary(fc.string({ unit: 'binary' }), fc.string({ unit: 'binary' })),
+        }),
+        (fields) => {
+          const event = makeEvent({ timestamp: 1_700_000_000, ...fields })
+          expect(lines((l) => l.event(event, OPEN))).toBe(`${JSON.stringify(eventRow(event))}\n`)
+        },
+      ),
+      { numRuns: 300 },
+    )
+  })
+})
+
+describe('sessions_v2 lines', () => {
+  test('a session row with entry props', () => {
+    expect(lines((l) => l.session(session, OPEN))).toBe(`${JSON.stringify(sessionRow(session))}\n`)
+  })
+
+  test.each(HOSTILE)('every string column escaped as JSON.stringify does: %j', (text) => {
+    const row = { ...session }
+    for (const [key, value] of Object.entries(row)) if (typeof value === 'string') Object.assign(row, { [key]: text })
+    row.entry_meta_key = [text, 'k']
+    row.entry_meta_value = ['v', text]
+    expect(lines((l) => l.session(row, OPEN))).toBe(`${JSON.stringify(sessionRow(row))}\n`)
+  })
+})
+
+describe('the buffer', () => {
+  test('grows past its first size, and take hands over whole lines with their ends', () => {
+    const out = new JsonLines(16)
+    const open = new TextEncoder().encode('{"_table":"events_v2",')
+    const expected: string[] = []
+    for (let i = 0; i < 200; i++) {
+      const event = makeEvent({ timestamp: 1_700_000_000 + i, name: `e${i}`, pathname: '/ü'.repeat(i) })
+      out.event(event, open)
+      expected.push(`{"_table":"events_v2",${JSON.stringify(eventRow(event)).slice(1)}\n`)
+    }
+    expect(out.lines).toBe(200)
+    const { bytes, ends } = out.take()
+    expect(out.lines).toBe(0)
+    expect(ends).toHaveLength(200)
+    expect(ends[199]).toBe(bytes.length)
+    expect(decoder.decode(bytes)).toBe(expected.join(''))
+    expect(decoder.decode(bytes.subarray(ends[9], ends[10]))).toBe(expected[10]!)
+  })
+
+  test('a recycled buffer is written over only after it was given back', () => {
+    const out = new JsonLines(1 << 12)
+    out.event(makeEvent({ name: 'first' }), OPEN)
+    const first = out.take()
+    const kept = decoder.decode(first.bytes)
+    out.event(makeEvent({ name: 'second' }), OPEN)
+    expect(decoder.decode(first.bytes)).toBe(kept)
+    const second = out.take()
+    out.recycle(first.bytes)
+    out.event(makeEvent({ name: 'third' }), OPEN)
+    expect(decoder.decode(second.bytes)).toContain('"name":"second"')
+    expect(decoder.decode(out.take().bytes)).toContain('"name":"third"')
+  })
+})
+
+test('a row that throws leaves nothing behind, and the next row is whole', () => {
+  const out = new JsonLines(16)
+  out.event(makeEvent({ name: 'before', timestamp: 1_700_000_000 }), OPEN)
+  expect(() => out.event(makeEvent({ name: 'broken', timestamp: Number.NaN }), OPEN)).toThrow(RangeError)
+  expect(() => out.session({ ...session, start: Number.POSITIVE_INFINITY }, OPEN)).toThrow(RangeError)
+  expect(() => JSON.stringify(eventRow(makeEvent({ timestamp: Number.NaN })))).toThrow(RangeError)
+  out.event(makeEvent({ name: 'after', timestamp: 1_700_000_000 }), OPEN)
+  const { bytes, ends } = out.take()
+  expect(ends).toHaveLength(2)
+  const text = decoder.decode(bytes)
+  expect(
+    text
+      .split('\n')
+      .filter((l) => l !== '')
+      .map((l) => JSON.parse(l).name),
+  ).toEqual(['before', 'after'])
+})
+
+test('rows far larger than the buffer: long strings, many props, a long opening', () => {
+  const out = new JsonLines(16)
+  const open = new TextEncoder().encode(`{"_table":"${'x'.repeat(10_000)}",`)
+  const props: Record<string, string> = {}
+  for (let i = 0; i < 2000; i++) props[String(i).padStart(5, '0')] = i % 2 ? '' : '\u0000"é'
+  const event = makeEvent({ timestamp: 1_700_000_000, pathname: '/\u0001😀'.repeat(30_000), props })
+  out.event(event, open)
+  out.session({ ...session, entry_meta_key: Object.keys(props), entry_meta_value: Object.values(props) }, open)
+  const lines = decoder.decode(out.take().bytes).split('\n')
+  const prefix = `{"_table":"${'x'.repeat(10_000)}",`
+  expect(lines[0]).toBe(`${prefix}${JSON.stringify(eventRow(event)).slice(1)}`)
+  const row = { ...session, entry_meta_key: Object.keys(props), entry_meta_value: Object.values(props) }
+  expect(lines[1]).toBe(`${prefix}${JSON.stringify(sessionRow(row)).slice(1)}`)
+})
