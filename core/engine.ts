@@ -298,7 +298,7 @@ export async function createEngine(config: ResolvedConfig, options: EngineOption
               : (events, starts) => pipeline.process(events, starts),
           metricsText: () => metrics.render(),
           logger,
-          counters: { forwarded: 0, fallback: 0, received: 0 },
+          counters: { forwarded: 0, fallback: 0, received: 0, interrupted: 0 },
         })
       : undefined
   if (link) metrics.workerLink = link.deps.counters

@@ -9,7 +9,7 @@ import type { Logger } from './logger.ts'
 import type { Metrics } from './metrics.ts'
 import type { Ingest, IngestRequest, Route } from './plugin.ts'
 import { type Listener, runtimeName, type ServeOptions, serve } from './runtime/index.ts'
-import { DurabilityError } from './sink.ts'
+import { DurabilityError, InterruptedError } from './sink.ts'
 
 export interface HttpHost {
   readonly routes: readonly Route[]
@@ -299,6 +299,15 @@ function failedResponse(host: HttpHost, label: string, error: unknown): Response
       status: 503,
       headers: { 'content-type': 'application/json', 'retry-after': '5' },
     })
+  }
+  if (error instanceof InterruptedError) {
+    return new Response(
+      JSON.stringify({ error: 'interrupted: the worker holding this request stopped before answering' }),
+      {
+        status: 503,
+        headers: { 'content-type': 'application/json', 'retry-after': '1' },
+      },
+    )
   }
   host.logger.throttled(`route:${label}`, 'error', 'A dialect failed on a request.', {
     route: label,

@@ -39,7 +39,7 @@ export class Metrics {
   /** The site source's state, when sites come from a file, a database or a URL. */
   siteSource: () => SiteSourceStatus | undefined = () => undefined
   /** Requests moved between the workers of `serve --workers` (core/workers/link.ts); absent for one process. */
-  workerLink?: { forwarded: number; fallback: number; received: number }
+  workerLink?: { forwarded: number; fallback: number; received: number; interrupted: number }
   /** Errors no code caught (a library's socket without an error listener, a custom plugin's timer). */
   uncaughtErrors = 0
 
@@ -172,6 +172,12 @@ export class Metrics {
       out.push(`analytics_worker_forward_fallback_total ${link.fallback}`)
       family('analytics_worker_forwarded_received_total', 'counter', 'Requests other workers forwarded to this one.')
       out.push(`analytics_worker_forwarded_received_total ${link.received}`)
+      family(
+        'analytics_worker_forward_interrupted_total',
+        'counter',
+        'Forwarded requests whose owner died before answering: answered 503, never sent again (they may be stored).',
+      )
+      out.push(`analytics_worker_forward_interrupted_total ${link.interrupted}`)
     }
     family(
       'analytics_uncaught_errors_total',

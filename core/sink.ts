@@ -77,3 +77,15 @@ export class DurabilityError extends Error {
     this.name = 'DurabilityError'
   }
 }
+
+/**
+ * The process holding a request's events stopped abruptly (a worker of `serve --workers` killed)
+ * before answering: they may or may not be stored. Sending them again could store them twice, so the
+ * request is answered 503 like a request cut by the kill itself.
+ */
+export class InterruptedError extends Error {
+  constructor(message: string) {
+    super(message)
+    this.name = 'InterruptedError'
+  }
+}

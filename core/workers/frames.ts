@@ -33,9 +33,14 @@ export interface MetricsFrame {
   m: 1
 }
 
-/** The owner's answer: outcomes (0 = accepted, [reason, plugin] = dropped), an error, or metrics. */
+/**
+ * The owner's answer: outcomes (0 = accepted, [reason, plugin] = dropped), an error, or metrics.
+ * Or its goodbye (`b`, no request id): it is stopping, and every request it has not answered was
+ * not processed and may go to its successor.
+ */
 export interface ReplyFrame {
   i: number
+  b?: 1
   o?: (0 | [string, string])[]
   /** `durable`: the events could not be made durable (503); `failed`: anything else (500). */
   e?: 'durable' | 'failed'

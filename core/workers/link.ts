@@ -9,9 +9,11 @@
 // answers the client as usual. The owner never forwards again.
 //
 // An owner that cannot be reached (restarting) is waited for up to HOLD_MS, then its requests are
-// processed locally, counted: a session may split, no event is lost. Events in flight to an owner
-// that dies are sent again to its successor (or processed locally), so an event may then be stored
-// twice (at-least-once), never lost.
+// processed locally, counted: a session may split, no event is lost. An owner that stops gracefully
+// answers what it took and says goodbye: what it did not answer was not processed and goes to its
+// successor. An owner that dies (kill -9) may have stored events it never answered for: those
+// requests are answered 503 (InterruptedError), as if they had been on the dead worker's own
+// connections, and never sent again, so no event is stored twice.
 //
 // The same sockets carry /metrics requests, so the worker asked on the network can sum every
 // worker's series into one view.
@@ -20,7 +22,7 @@ import { chmodSync, rmSync } from 'node:fs'
 import type { AnalyticsEvent } from '../event.ts'
 import type { Logger } from '../logger.ts'
 import type { Drop, RunResult } from '../plugin.ts'
-import { DurabilityError } from '../sink.ts'
+import { DurabilityError, InterruptedError } from '../sink.ts'
 import type { SiteTable } from '../sites.ts'
 import {
   decodeEvents,
@@ -52,6 +54,8 @@ export interface LinkCounters {
   fallback: number
   /** Requests other workers forwarded here. */
   received: number
+  /** Forwarded requests whose owner died before answering (answered 503, never sent again). */
+  interrupted: number
 }
 
 export interface LinkDeps {
@@ -94,8 +98,11 @@ class OwnerConnection {
   private lastAttempt = 0
   private generation = 0
   private nextId = 1
-  /** Sent and not answered, in id order, with their frames (sent again to a restarted owner). */
-  private readonly pending = new Map<number, { request: Pending; line: string }>()
+  /**
+   * Not answered, in id order, with their frames. `written`: handed to a connection, so the owner
+   * may have processed it; the others are sent once a connection is up.
+   */
+  private readonly pending = new Map<number, { request: Pending; line: string; written: boolean }>()
 
   constructor(
     private readonly link: WorkerLink,
@@ -117,8 +124,9 @@ class OwnerConnection {
   send(encode: (id: number) => string, request: Pending): void {
     const id = this.nextId++
     const line = encode(id)
-    this.pending.set(id, { request, line })
-    if (this.writer) this.writer.send(line)
+    const written = this.writer !== undefined
+    this.pending.set(id, { request, line, written })
+    if (written) this.writer!.send(line)
     else this.connect()
   }
 
@@ -144,7 +152,11 @@ class OwnerConnection {
         this.downSince = undefined
         this.socket = socket
         this.writer = new FrameWriter(socket)
-        for (const { line } of this.pending.values()) this.writer.send(line)
+        for (const entry of this.pending.values()) {
+          if (entry.written) continue
+          entry.written = true
+          this.writer.send(entry.line)
+        }
       },
       () => {
         this.connecting = false
@@ -154,6 +166,10 @@ class OwnerConnection {
   }
 
   private reply(frame: ReplyFrame): void {
+    if (frame.b === 1) {
+      this.goodbye()
+      return
+    }
     const entry = this.pending.get(frame.i)
     if (!entry) return
     this.pending.delete(frame.i)
@@ -165,11 +181,38 @@ class OwnerConnection {
     else pending.resolve(Promise.reject(new Error('the owning worker failed on the events')))
   }
 
-  /** The connection closed (the owner stopped or died): what waited is sent again once it is back. */
+  /**
+   * The owner is stopping: what it has not answered it did not process, so it goes to the successor.
+   * This connection takes nothing more.
+   */
+  private goodbye(): void {
+    for (const entry of this.pending.values()) entry.written = false
+    const socket = this.socket
+    this.generation++
+    this.socket = undefined
+    this.writer = undefined
+    socket?.end()
+    this.unreachable()
+  }
+
+  /**
+   * The connection closed without a goodbye (the owner died): requests it may have processed are
+   * answered as interrupted, never sent again; the rest wait for the successor.
+   */
   private lost(generation: number): void {
     if (generation !== this.generation || this.socket === undefined) return
     this.socket = undefined
     this.writer = undefined
+    for (const [id, entry] of this.pending) {
+      if (!entry.written) continue
+      this.pending.delete(id)
+      const request = entry.request
+      if (request.kind === 'metrics') request.resolve(undefined)
+      else {
+        this.link.deps.counters.interrupted++
+        request.resolve(Promise.reject(new InterruptedError('the owning worker stopped before answering')))
+      }
+    }
     this.unreachable()
   }
 
@@ -228,7 +271,7 @@ export class WorkerLink {
   readonly count: number
   private readonly owners: (OwnerConnection | undefined)[]
   private server: { stop(closeActive?: boolean): void } | undefined
-  private readonly accepted = new Set<{ end(): void }>()
+  private readonly accepted = new Set<{ end(): void; data: { writer: FrameWriter } }>()
   private inFlight = 0
   private idle: (() => void) | undefined
   private closing = false
@@ -360,6 +403,12 @@ export class WorkerLink {
     // The answers are written on the next turn (FrameWriter); let them go before closing.
     await new Promise((done) => setImmediate(done))
     this.closing = true
+    // Whatever arrives from now on is not processed; the goodbye tells the senders to send it to
+    // this worker's successor.
+    for (const socket of this.accepted) {
+      socket.data.writer.send(`${JSON.stringify({ i: 0, b: 1 } satisfies ReplyFrame)}\n`)
+    }
+    await new Promise((done) => setImmediate(done))
     for (const socket of this.accepted) socket.end()
   }
 

@@ -447,7 +447,7 @@ export class Lane {
         this.failure = undefined
         this.retryDelay = 0
       }
-      for (const entry of run) await this.o.spool.ack(entry)
+      await this.o.spool.ackBatch(run)
     }
   }
 
@@ -479,7 +479,7 @@ export class Lane {
       }
     }
     if (parts.length === 0) {
-      for (const entry of run) await this.o.spool.ack(entry)
+      await this.o.spool.ackBatch(run)
       return undefined
     }
     return { id: run[0]!.id, rows, payload: joinLines(parts) }
@@ -520,7 +520,7 @@ export class Lane {
 
   private async remove(run: SpoolEntry[], batch: Batch): Promise<void> {
     if (run.length > 0) {
-      for (const entry of run) await this.o.spool.ack(entry)
+      await this.o.spool.ackBatch(run)
       return
     }
     this.memory.shift()

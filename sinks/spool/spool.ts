@@ -7,13 +7,14 @@
 //
 //   000000000001.seg   records, append-only: a JSON header line, the payload bytes, a newline
 //   000000000001.ack   one byte per delivered record of that segment (records are acked in order)
+//   delivering         the id of the batch whose records are being acknowledged (see ackBatch)
 //
 // A segment is deleted once every record in it is acknowledged and nothing is appended to it any more.
 // A record's header carries the batch's identity (`id`), which the sink sends as its deduplication
 // token on every attempt, so a replayed batch is recognised by servers that support tokens.
 
 import { close, fdatasync, mkdirSync, open, read, write } from 'node:fs'
-import { appendFile, mkdir, readdir, readFile, rm, stat, truncate, writeFile } from 'node:fs/promises'
+import { appendFile, mkdir, readdir, readFile, rename, rm, stat, truncate, writeFile } from 'node:fs/promises'
 import { dirname, join } from 'node:path'
 import { promisify } from 'node:util'
 import { crc32 } from 'node:zlib'
@@ -70,6 +71,8 @@ interface Segment {
 }
 
 const HEADER_MAX = 4096
+/** Names the batch of several records being acknowledged; read back at open (see `ackBatch`). */
+const DELIVERING = 'delivering'
 const NEWLINE = new Uint8Array([10])
 const ACK_BYTE = new Uint8Array([1])
 const encoder = new TextEncoder()
@@ -126,7 +129,22 @@ export class Spool {
       budget.usedBytes += segment.bytes
       segments.push(segment)
     }
-    return new Spool(dir, budget, segments, options)
+    const spool = new Spool(dir, budget, segments, options)
+    // A crash among the acks of a delivered batch leaves its last records behind: they were
+    // delivered with the rest and must not go again as a smaller batch no server knows as a retry.
+    const delivered = await readFile(join(dir, DELIVERING), 'utf8').catch(() => '')
+    let dropped = 0
+    for (let head = spool.peek(); delivered !== '' && head?.id === delivered; head = spool.peek()) {
+      await spool.ack(head)
+      dropped++
+    }
+    if (dropped > 0) {
+      options.logger?.info('Spool: records of a batch delivered before the last stop were acknowledged.', {
+        spool: dir,
+        records: dropped,
+      })
+    }
+    return spool
   }
 
   /** Undelivered records. */
@@ -225,6 +243,25 @@ export class Spool {
       // One byte per delivered record: the file's length is the count, so a torn write cannot lie.
       else await appendFile(ackPath(this.dir, segment.seq), ACK_BYTE)
     })
+  }
+
+  /**
+   * Marks the oldest records delivered as one batch (they share an id, oldest first). The batch's id
+   * is written first (to a new file, then renamed over the old one), so that a crash between the
+   * records' acks cannot leave part of the delivered batch to be sent again on its own at the next
+   * open: a smaller batch is a different block to a deduplicating server, so it would be stored twice.
+   */
+  async ackBatch(entries: readonly SpoolEntry[]): Promise<void> {
+    if (entries.length === 0) return
+    if (entries.length > 1) {
+      const id = entries[0]!.id
+      await this.serial(async () => {
+        const temp = join(this.dir, `${DELIVERING}.tmp`)
+        await writeFile(temp, id)
+        await rename(temp, join(this.dir, DELIVERING))
+      })
+    }
+    for (const entry of entries) await this.ack(entry)
   }
 
   /** Waits for pending writes and releases the open segment. The files stay for the next start. */
