@@ -5,7 +5,7 @@
 
 import { afterAll, beforeAll, describe, expect, test } from 'bun:test'
 import { createLogger } from '../../core/logger.ts'
-import type { RedisCommands } from '../../core/redis.ts'
+import { RespClient } from '../../core/resp.ts'
 import { SharedSiteCounts } from '../../plugins/rate-limit/shared-counts.ts'
 import { type RedisServer, redisBinary, stallingRelay, startRedis, warnIfNoRedis } from './harness.ts'
 
@@ -22,7 +22,7 @@ describe.skipIf(!redisBinary)('shared site counts through a stalled link', () =>
     const relay = stallingRelay(redis.port)
     const logs: string[] = []
     const counts = new SharedSiteCounts({
-      redis: new Bun.RedisClient(relay.url) as unknown as RedisCommands,
+      redis: new RespClient(relay.url),
       keyPrefix: 'stall:',
       syncMs: 20,
       timeoutMs: 100,
