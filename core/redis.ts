@@ -1,23 +1,23 @@
-// A Redis connection for the plugins that share state between engines (salts, rate counters):
-// Bun's built-in client, which pipelines on its own; on other runtimes (Deno, Node) the small RESP2
-// client in resp.ts, which pipelines too.
+// A Redis connection for the plugins that share state between engines (salts, rate counters, the
+// sessions' copy): the RESP2 client of resp.ts on every runtime. Not Bun's built-in RedisClient: it
+// gives up for good ~31 s into an outage (the plugins would never share again after a longer one) and
+// sends commands queued while disconnected late. This one reconnects on the next command after any
+// outage, and a command sent while Redis is away fails as soon as the connection attempt does.
 
 import { ConfigError } from './plugin.ts'
 import { RespClient } from './resp.ts'
 import { withoutCredentials } from './urls.ts'
 
-/** What the plugins send: raw commands. Bun's RedisClient provides it; tests may pass another. */
+/** What the plugins send: raw commands. RespClient provides it; tests may pass another. */
 export interface RedisCommands {
   send(command: string, args: string[]): Promise<unknown>
   close(): void
 }
 
-/** Connects (lazily: Bun's client connects on the first command) to `url`; `path` names the option. */
-export function connectRedis(url: string, path = 'redis.url'): RedisCommands {
-  const bun = (globalThis as { Bun?: { RedisClient?: new (url: string, options?: object) => RedisCommands } }).Bun
+/** A client for `url` (connecting lazily, on the first command); `path` names the option in errors. */
+export function connectRedis(url: string, path = 'redis.url', connectTimeoutMs = 2000): RespClient {
   try {
-    if (!bun?.RedisClient) return new RespClient(url, { connectTimeoutMs: 2000 })
-    return new bun.RedisClient(url, { connectionTimeout: 2000, autoReconnect: true })
+    return new RespClient(url, { connectTimeoutMs })
   } catch (error) {
     throw new ConfigError(path, `cannot use ${withoutCredentials(url)}: ${(error as Error).message}`)
   }

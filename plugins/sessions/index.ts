@@ -11,7 +11,6 @@ import { connectRedis } from '../../core/redis.ts'
 import { withoutCredentials } from '../../core/urls.ts'
 import { AttributionPool, StringPool } from './intern.ts'
 import { decodeState, RedisCopy, type RemoteSpace } from './redis-copy.ts'
-import { RespWriter } from './resp-writer.ts'
 import {
   isLive,
   putSessionOnEvent,
@@ -133,10 +132,7 @@ export default definePlugin({
     }
     const remote = options.store
       ? new RedisCopy({
-          connect: () => ({
-            reads: connectRedis(url, 'store.redis'),
-            writes: RespWriter.connect(url, options.store!.writeTimeoutMs),
-          }),
+          redis: connectRedis(url, 'store.redis', options.store.writeTimeoutMs),
           keyPrefix: options.store.keyPrefix,
           flushMs: options.store.flushMs,
           readTimeoutMs: options.store.readTimeoutMs,

@@ -19,8 +19,8 @@
 
 import { createHash } from 'node:crypto'
 import type { Logger } from '../../core/logger.ts'
-import { type RedisCommands, within } from '../../core/redis.ts'
-import { encodeAsciiCommand, isAscii, type RespWriter } from './resp-writer.ts'
+import { within } from '../../core/redis.ts'
+import { encodeAsciiCommand, isAscii, RedisReplyError, type RespClient } from '../../core/resp.ts'
 import { Attribution, Session } from './session.ts'
 
 /** Sessions per script call (or per pipelined run of SETs). */
@@ -168,11 +168,10 @@ export function decodeState(text: string, pages: (s: string) => string): Session
 
 export interface RedisCopyOptions {
   /**
-   * Makes the connections. Called again after an outage: Bun's client gives up for good after its
-   * reconnection attempts (measured: ~31 s), and fresh ones must not replay commands queued while
-   * the server was away.
+   * The connection, for reads (one MGET per turn of misses) and batched writes (one socket write and
+   * one promise per batch). It connects again on the next command after an outage of any length.
    */
-  connect: () => RedisLink
+  redis: RespClient
   keyPrefix: string
   /** How long changes wait before they are written (ms): one batch per interval. */
   flushMs: number
@@ -185,12 +184,6 @@ export interface RedisCopyOptions {
   /** Which writes go through the guard script: the late ones (after an outage), all, or none. */
   guard: GuardMode
   logger: Logger
-}
-
-/** Reads (one MGET per miss) through Bun's client; the batched writes through a RESP writer. */
-export interface RedisLink {
-  reads: RedisCommands
-  writes: RespWriter
 }
 
 export type GuardMode = 'late' | 'always' | 'never'
@@ -228,7 +221,7 @@ export class RedisCopy {
   private probing: ReturnType<typeof setInterval> | undefined
   private closed = false
   private readonly ttl: string
-  private redis: RedisLink
+  private readonly redis: RespClient
   private probeUnderWay = false
   /** Misses of this turn of the event loop, read together. */
   private reads: { keys: string[]; resolve: (values: (string | null)[] | undefined) => void }[] = []
@@ -237,7 +230,7 @@ export class RedisCopy {
 
   constructor(private readonly o: RedisCopyOptions) {
     this.ttl = String(o.ttlMs)
-    this.redis = o.connect()
+    this.redis = o.redis
   }
 
   /** Whether misses should ask Redis now (not while it is known to be away). */
@@ -289,7 +282,7 @@ export class RedisCopy {
     const late = new Promise<typeof LATE>((resolve) => {
       timer = setTimeout(() => resolve(LATE), this.o.readTimeoutMs)
     })
-    Promise.race([this.redis.reads.send('MGET', keys) as Promise<(string | null)[]>, late]).then(
+    Promise.race([this.redis.send('MGET', keys) as Promise<(string | null)[]>, late]).then(
       (values) => {
         clearTimeout(timer)
         // Slow, not necessarily away: these events go on, the next misses ask again.
@@ -341,8 +334,7 @@ export class RedisCopy {
     const left = this.dirtyUser.size + this.dirtyClient.size
     if (left > 0) this.stats.dropped += left
     this.o.logger.info('Sessions copy in Redis closed.', { plugin: 'sessions', ...this.stats })
-    this.redis.reads.close()
-    this.redis.writes.close()
+    this.redis.close()
   }
 
   private readonly onTimer = () => {
@@ -422,18 +414,18 @@ export class RedisCopy {
         const v = values[i]!
         text += `*5\r\n$3\r\nSET\r\n$${k.length}\r\n${k}\r\n$${v.length}\r\n${v}\r\n$2\r\nPX\r\n$${this.ttl.length}\r\n${this.ttl}\r\n`
       }
-      const { replies } = await this.redis.writes.sendEncoded(text, keys.length)
-      const failed = replies.filter((r) => r instanceof Error)
+      const replies = await this.redis.sendEncoded(text, keys.length)
+      const failed = replies.filter((r) => r instanceof RedisReplyError)
       this.stats.written += keys.length - failed.length
-      if (failed.length > 0) this.refusedByRedis(failed.length, failed[0] as Error)
+      if (failed.length > 0) this.refusedByRedis(failed.length, failed[0]!)
       return
     }
     const args = [GUARD_SHA, String(keys.length), ...keys, this.ttl, ...seen, ...events, ...values]
-    let [reply] = (await this.redis.writes.sendEncoded(encodeAsciiCommand(['EVALSHA', ...args]), 1)).replies
-    if (reply instanceof Error && reply.message.startsWith('NOSCRIPT')) {
+    let [reply] = await this.redis.sendEncoded(encodeAsciiCommand(['EVALSHA', ...args]), 1)
+    if (reply instanceof RedisReplyError && reply.message.startsWith('NOSCRIPT')) {
       // A restarted Redis has forgotten the script: the body once, cached by Redis from then on.
       args[0] = GUARD_SCRIPT
-      ;[reply] = (await this.redis.writes.sendEncoded(encodeAsciiCommand(['EVAL', ...args]), 1)).replies
+      ;[reply] = await this.redis.sendEncoded(encodeAsciiCommand(['EVAL', ...args]), 1)
     }
     if (reply instanceof Error || typeof reply !== 'number') {
       this.refusedByRedis(keys.length, reply instanceof Error ? reply : new Error(String(reply)))
@@ -461,30 +453,25 @@ export class RedisCopy {
       'Redis is not reachable for sessions; they go on in memory, changes are written when it answers.',
       { plugin: 'sessions', error: String((error as Error)?.message ?? error) },
     )
-    // Commands queued in the old connections fail now rather than reach Redis minutes late.
-    this.redis.reads.close()
-    this.redis.writes.close()
+    // Commands held by a stalled connection fail now rather than reach Redis minutes late.
+    this.redis.reset('redis is not reachable for sessions')
     this.probing = setInterval(() => void this.probe(), PROBE_MS)
     this.probing.unref?.()
   }
 
-  /** Tries a fresh connection; when it answers, it replaces the old one and the backlog is written. */
+  /** Asks Redis (connecting anew); when it answers, the backlog is written. */
   private async probe(): Promise<void> {
     if (this.probeUnderWay || this.closed) return
     this.probeUnderWay = true
-    let fresh: RedisLink | undefined
     try {
-      fresh = this.o.connect()
-      await within(fresh.reads.send('PING', []), this.o.writeTimeoutMs)
-      await within(fresh.writes.send([['PING']]), this.o.writeTimeoutMs)
+      await within(this.redis.send('PING', []), this.o.writeTimeoutMs)
     } catch {
-      fresh?.reads.close()
-      fresh?.writes.close()
+      // A PING held by a stalled link must not keep the connection: the next probe connects anew.
+      this.redis.reset('redis did not answer the probe')
       return
     } finally {
       this.probeUnderWay = false
     }
-    this.redis = fresh
     this.back()
     await this.flush()
   }

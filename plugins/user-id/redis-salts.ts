@@ -7,7 +7,8 @@
 // memory, without a round trip, even when Redis is briefly away at midnight. Every salt is created
 // with SET NX, so the first engine's random bytes win and all agree; EXAT deletes it 48 h after its
 // day began. A salt, once served for a day, never changes in this process: a visitor's id is stable
-// for the day even if Redis comes back with another one.
+// for the day even if Redis comes back with another one. Each refresh puts the known salts back with
+// SET NX, so a Redis that restarted empty gets them again and engines started after it agree.
 
 import { randomBytes } from 'node:crypto'
 import type { Logger } from '../../core/logger.ts'
@@ -47,12 +48,13 @@ export function createRedisSaltStore(o: RedisSaltStoreOptions): RedisSaltStore {
   let unreachable = false
 
   const keyOf = (day: number) => `${o.keyPrefix}salt:${dayName(day)}`
+  /** 48 h after the day began, in seconds (EXAT). */
+  const expiryOf = (day: number) => String(((day + 2) * DAY_MS) / 1000)
 
   /** Creates the day's salt unless one exists, then reads the one that won. */
   const fetchDay = async (day: number): Promise<Uint8Array | undefined> => {
-    const expiresAt = String(((day + 2) * DAY_MS) / 1000)
     const candidate = Buffer.from(random(SALT_BYTES)).toString('hex')
-    await within(o.redis.send('SET', [keyOf(day), candidate, 'NX', 'EXAT', expiresAt]), o.timeoutMs)
+    await within(o.redis.send('SET', [keyOf(day), candidate, 'NX', 'EXAT', expiryOf(day)]), o.timeoutMs)
     const value = await within(o.redis.send('GET', [keyOf(day)]), o.timeoutMs)
     if (typeof value !== 'string' || !HEX.test(value)) return undefined
     return new Uint8Array(Buffer.from(value, 'hex'))
@@ -62,7 +64,14 @@ export function createRedisSaltStore(o: RedisSaltStoreOptions): RedisSaltStore {
     const today = dayOf(clock())
     try {
       for (const day of [today - 1, today, today + 1]) {
-        if (known.has(day)) continue
+        const mine = known.get(day)
+        if (mine !== undefined) {
+          // Puts a salt back that Redis lost (restarted empty), so that engines started since agree
+          // with this one; a no-op while Redis holds it. Also how an outage and its end are noticed.
+          const hex = Buffer.from(mine).toString('hex')
+          await within(o.redis.send('SET', [keyOf(day), hex, 'NX', 'EXAT', expiryOf(day)]), o.timeoutMs)
+          continue
+        }
         const salt = await fetchDay(day)
         if (salt) known.set(day, salt)
       }

@@ -669,12 +669,12 @@ sinks: [{ clickhouse: { url: "${ch.url}", database: deno_e2e, flushIntervalMs: 1
 })
 
 describe.skipIf(!hasDeno || !redisBinary)('the engine under Deno: state shared through Redis', () => {
-  test('Deno (RESP client) and Bun (built-in client) engines agree on salts and share a rate limit', async () => {
+  test('a Deno and a Bun engine agree on salts, share a rate limit and continue one session', async () => {
     // The limit's fixed window is an hour from the epoch: keep the test clear of a window's edge.
     const toEdge = 3_600_000 - (Date.now() % 3_600_000)
     if (toEdge < 20_000) await Bun.sleep(toEdge + 100)
     const redis = (await startRedis())!
-    const plugins = `[plausible, client-ip, user-agent, { user-id: { store: redis, redis: { url: "${redis.url}" } } }, { rate-limit: { perSite: { events: 3, windowSeconds: 3600 }, shared: { redis: "${redis.url}", syncMs: 50 } } }]`
+    const plugins = `[plausible, client-ip, user-agent, { user-id: { store: redis, redis: { url: "${redis.url}" } } }, { rate-limit: { perSite: { events: 3, windowSeconds: 3600 }, shared: { redis: "${redis.url}", syncMs: 50 } } }, { sessions: { snapshot: false, store: { redis: "${redis.url}" } } }]`
     const file = configFile(
       'server: { trustedProxies: [loopback] }\n' +
         'sites: [{ id: 1, domain: example.com }]\n' +
@@ -721,6 +721,10 @@ describe.skipIf(!hasDeno || !redisBinary)('the engine under Deno: state shared t
       expect(ids.length).toBe(3)
       expect(new Set(ids).size).toBe(1)
       expect(ids[0]).not.toBe('0')
+      // The sessions' copy in Redis (written by one runtime, read by the other): one session.
+      const sessions = [...rowsOf(denoRun.stdout), ...rowsOf(bunRows)].filter((r) => r._table === 'sessions_v2')
+      expect(sessions.length).toBeGreaterThan(0)
+      expect(new Set(sessions.map((r) => r.session_id)).size).toBe(1)
     } finally {
       onBun.kill('SIGKILL')
       await redis.destroy()

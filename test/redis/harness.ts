@@ -9,7 +9,7 @@
 import { existsSync, mkdtempSync, readdirSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { RedisClient, type Subprocess, spawn } from 'bun'
+import { RedisClient, type Socket, type Subprocess, spawn, type TCPSocketListener } from 'bun'
 import { freePort } from '../clickhouse/harness.ts'
 
 export const redisBinary: string | undefined = ['/usr/bin/redis-server', '/usr/sbin/redis-server'].find((p) =>
@@ -97,6 +97,75 @@ export async function startRedis(o: { host?: string } = {}): Promise<RedisServer
       proc?.kill('SIGKILL')
       await proc?.exited
       rmSync(dir, { recursive: true, force: true })
+    },
+  }
+}
+
+interface Link {
+  upstream?: Socket<Link>
+  /** Bytes from the client held while the link is down. */
+  held: Uint8Array[]
+}
+
+/** A TCP relay to Redis that can hold every byte (both ways) while `stalled`, then pass it on. */
+export function stallingRelay(port: number) {
+  let stalled = false
+  const links = new Set<Socket<Link>>()
+  const toRedis = (client: Socket<Link>) => {
+    const up = client.data.upstream
+    if (!up || stalled) return
+    for (const chunk of client.data.held.splice(0)) up.write(chunk)
+  }
+  const listener: TCPSocketListener<Link> = Bun.listen<Link>({
+    hostname: '127.0.0.1',
+    port: 0,
+    socket: {
+      async open(client) {
+        client.data = { held: [] }
+        links.add(client)
+        client.data.upstream = await Bun.connect<Link>({
+          hostname: '127.0.0.1',
+          port,
+          data: { held: [] },
+          socket: {
+            data(_up, chunk) {
+              // Redis's answers wait too: nothing crosses a link that is down.
+              _up.data.held.push(new Uint8Array(chunk))
+              if (!stalled) for (const c of _up.data.held.splice(0)) client.write(c)
+            },
+            close() {
+              client.end()
+            },
+          },
+        })
+        toRedis(client)
+      },
+      data(client, chunk) {
+        client.data.held.push(new Uint8Array(chunk))
+        toRedis(client)
+      },
+      close(client) {
+        links.delete(client)
+        client.data.upstream?.end()
+      },
+    },
+  })
+  return {
+    url: `redis://127.0.0.1:${listener.port}`,
+    stall() {
+      stalled = true
+    },
+    heal() {
+      stalled = false
+      for (const client of links) {
+        toRedis(client)
+        const up = client.data.upstream
+        if (up) for (const c of up.data.held.splice(0)) client.write(c)
+      }
+    },
+    stop() {
+      for (const client of links) client.end()
+      listener.stop(true)
     },
   }
 }

@@ -4,82 +4,12 @@
 // must reach Redis's count once, never once per timed-out sync.
 
 import { afterAll, beforeAll, describe, expect, test } from 'bun:test'
-import type { Socket, TCPSocketListener } from 'bun'
 import { createLogger } from '../../core/logger.ts'
-import type { RedisCommands } from '../../core/redis.ts'
+import { RespClient } from '../../core/resp.ts'
 import { SharedSiteCounts } from '../../plugins/rate-limit/shared-counts.ts'
-import { type RedisServer, redisBinary, startRedis, warnIfNoRedis } from './harness.ts'
+import { type RedisServer, redisBinary, stallingRelay, startRedis, warnIfNoRedis } from './harness.ts'
 
 warnIfNoRedis()
-
-interface Link {
-  upstream?: Socket<Link>
-  /** Bytes from the client held while the link is down. */
-  held: Uint8Array[]
-}
-
-/** A TCP relay to Redis that can hold every byte (both ways) while `stalled`, then pass it on. */
-function stallingRelay(port: number) {
-  let stalled = false
-  const links = new Set<Socket<Link>>()
-  const toRedis = (client: Socket<Link>) => {
-    const up = client.data.upstream
-    if (!up || stalled) return
-    for (const chunk of client.data.held.splice(0)) up.write(chunk)
-  }
-  const listener: TCPSocketListener<Link> = Bun.listen<Link>({
-    hostname: '127.0.0.1',
-    port: 0,
-    socket: {
-      async open(client) {
-        client.data = { held: [] }
-        links.add(client)
-        client.data.upstream = await Bun.connect<Link>({
-          hostname: '127.0.0.1',
-          port,
-          data: { held: [] },
-          socket: {
-            data(_up, chunk) {
-              // Redis's answers wait too: nothing crosses a link that is down.
-              _up.data.held.push(new Uint8Array(chunk))
-              if (!stalled) for (const c of _up.data.held.splice(0)) client.write(c)
-            },
-            close() {
-              client.end()
-            },
-          },
-        })
-        toRedis(client)
-      },
-      data(client, chunk) {
-        client.data.held.push(new Uint8Array(chunk))
-        toRedis(client)
-      },
-      close(client) {
-        links.delete(client)
-        client.data.upstream?.end()
-      },
-    },
-  })
-  return {
-    url: `redis://127.0.0.1:${listener.port}`,
-    stall() {
-      stalled = true
-    },
-    heal() {
-      stalled = false
-      for (const client of links) {
-        toRedis(client)
-        const up = client.data.upstream
-        if (up) for (const c of up.data.held.splice(0)) client.write(c)
-      }
-    },
-    stop() {
-      for (const client of links) client.end()
-      listener.stop(true)
-    },
-  }
-}
 
 describe.skipIf(!redisBinary)('shared site counts through a stalled link', () => {
   let redis: RedisServer
@@ -92,7 +22,7 @@ describe.skipIf(!redisBinary)('shared site counts through a stalled link', () =>
     const relay = stallingRelay(redis.port)
     const logs: string[] = []
     const counts = new SharedSiteCounts({
-      redis: new Bun.RedisClient(relay.url) as unknown as RedisCommands,
+      redis: new RespClient(relay.url),
       keyPrefix: 'stall:',
       syncMs: 20,
       timeoutMs: 100,

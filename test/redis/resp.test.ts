@@ -1,13 +1,24 @@
-// The RESP2 client used where Bun's RedisClient is absent (core/resp.ts): the reply reader on
-// replies split at every byte, then the client against a real redis-server: the commands the
-// plugins send, pipelining in order, error replies, AUTH and SELECT from the URL, and a server that
-// dies and comes back (waiting commands fail, the next command reconnects).
+// The engine's one Redis client (core/resp.ts): the reply reader on replies split at every byte,
+// then the client against a real redis-server: the commands the plugins send, pipelining in order,
+// batches with one promise (error replies as values), order kept past a full socket buffer, error
+// replies, AUTH and SELECT from the URL, a server that dies and comes back (waiting commands fail,
+// the next command reconnects, after any number of failed attempts, and nothing sent while it was
+// away reaches it later), and a stalled link reset without its commands arriving late.
 
 import { afterAll, beforeAll, describe, expect, test } from 'bun:test'
 import { ConfigError } from '../../core/plugin.ts'
 import { connectRedis } from '../../core/redis.ts'
-import { encodeCommand, parseRedisUrl, RedisReplyError, type Reply, ReplyReader, RespClient } from '../../core/resp.ts'
-import { type RedisServer, redisBinary, startRedis, warnIfNoRedis } from './harness.ts'
+import {
+  encodeAsciiCommand,
+  encodeCommand,
+  isAscii,
+  parseRedisUrl,
+  RedisReplyError,
+  type Reply,
+  ReplyReader,
+  RespClient,
+} from '../../core/resp.ts'
+import { type RedisServer, redisBinary, stallingRelay, startRedis, warnIfNoRedis } from './harness.ts'
 
 warnIfNoRedis()
 
@@ -47,7 +58,9 @@ describe('the reply reader', () => {
   })
 
   test('encodes commands as arrays of bulk strings, counting bytes', () => {
-    expect(encodeCommand('SET', ['k', 'é']).toString()).toBe('*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$2\r\né\r\n')
+    expect(encodeCommand('SET', ['k', 'é'])).toBe('*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$2\r\né\r\n')
+    expect(encodeAsciiCommand(['SET', 'k', 'v'])).toBe('*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$1\r\nv\r\n')
+    expect([isAscii('plain text'), isAscii('é'), isAscii('😀')]).toEqual([true, false, false])
   })
 
   test('reads credentials, port, database and TLS from the URL', () => {
@@ -117,6 +130,61 @@ describe.skipIf(!redisBinary)('the RESP2 client against redis-server', () => {
     }
   })
 
+  test('a batch is one promise: replies in order, error replies as values, UTF-8 counted in bytes', async () => {
+    const client = new RespClient(redis.url)
+    try {
+      expect(await client.sendBatch([])).toEqual([])
+      const replies = await client.sendBatch([
+        ['SET', 'resp:batch', 'é😀'],
+        ['INCR', 'resp:batch'],
+        ['GET', 'resp:batch'],
+        ['MGET', 'resp:batch', 'resp:none'],
+      ])
+      expect(replies[1]).toBeInstanceOf(RedisReplyError)
+      expect(replies.map((r) => (r instanceof RedisReplyError ? 'error' : r))).toEqual([
+        'OK',
+        'error',
+        'é😀',
+        ['é😀', null],
+      ])
+      // Pre-encoded ASCII text, as the sessions' write-behind sends it; single commands around it
+      // keep their places.
+      let text = ''
+      for (let i = 0; i < 100; i++) text += encodeAsciiCommand(['SET', `resp:pre:${i}`, String(i), 'PX', '60000'])
+      const [before, batch, after] = await Promise.all([
+        client.send('DEL', ['resp:pre:99']),
+        client.sendEncoded(text, 100),
+        client.send('GET', ['resp:pre:99']),
+      ])
+      expect(before).toBe(0)
+      expect(batch).toEqual(Array.from({ length: 100 }, () => 'OK'))
+      expect(after).toBe('99')
+    } finally {
+      client.close()
+    }
+  })
+
+  test('keeps order past a full socket buffer: 16 MB of batches and commands between them', async () => {
+    const client = new RespClient(redis.url)
+    try {
+      await client.send('DEL', ['resp:order'])
+      const value = 'v'.repeat(8000)
+      const sends: Promise<unknown>[] = []
+      for (let b = 0; b < 20; b++) {
+        let text = ''
+        for (let i = 0; i < 100; i++) text += encodeAsciiCommand(['SET', `resp:big:${i}`, `${b}:${value}`])
+        // Not awaited: the socket's buffer fills long before the last batch is handed over.
+        sends.push(client.sendEncoded(text, 100), client.send('INCR', ['resp:order']))
+      }
+      const answers = await Promise.all(sends)
+      expect(answers.filter((_, i) => i % 2 === 1)).toEqual(Array.from({ length: 20 }, (_, i) => i + 1))
+      for (let b = 0; b < 20; b++) expect(answers[2 * b]).toEqual(Array.from({ length: 100 }, () => 'OK'))
+      expect(String(await client.send('GET', ['resp:big:99'])).startsWith('19:')).toBe(true)
+    } finally {
+      client.close()
+    }
+  })
+
   test('selects the database named in the URL', async () => {
     const client = new RespClient(`${redis.url}/3`)
     try {
@@ -140,6 +208,52 @@ describe.skipIf(!redisBinary)('the RESP2 client against redis-server', () => {
       expect(await client.send('PING', [])).toBe('PONG')
     } finally {
       client.close()
+    }
+  })
+
+  test('reconnects after any number of failed attempts; a command sent meanwhile fails at once and never arrives', async () => {
+    const client = new RespClient(redis.url, { connectTimeoutMs: 500 })
+    try {
+      expect(await client.send('PING', [])).toBe('PONG')
+      await redis.kill()
+      // Bun's client gave up for good after about 31 s of attempts; this one has no such limit.
+      let slowest = 0
+      for (let attempt = 0; attempt < 50; attempt++) {
+        const started = performance.now()
+        await expect(client.send('INCR', ['resp:late'])).rejects.toThrow()
+        slowest = Math.max(slowest, performance.now() - started)
+      }
+      expect(slowest).toBeLessThan(500)
+      await redis.start()
+      // None of the 50 refused INCRs was kept to be sent now: Redis came back empty and counts 1.
+      expect(await client.send('INCR', ['resp:late'])).toBe(1)
+    } finally {
+      client.close()
+    }
+  })
+
+  test('reset fails what a stalled link holds, and none of it reaches Redis when the link heals', async () => {
+    const relay = stallingRelay(redis.port)
+    const client = new RespClient(relay.url)
+    try {
+      await client.send('DEL', ['resp:stalled'])
+      expect(await client.send('INCR', ['resp:stalled'])).toBe(1)
+      relay.stall()
+      const held = client.sendBatch([
+        ['INCR', 'resp:stalled'],
+        ['INCR', 'resp:stalled'],
+      ])
+      await Bun.sleep(50)
+      client.reset('cut off')
+      await expect(held).rejects.toThrow('cut off')
+      // The link heals a little later (the relay sees the reset first, as a router would drop it).
+      await Bun.sleep(100)
+      relay.heal()
+      await Bun.sleep(100)
+      expect(await client.send('INCR', ['resp:stalled'])).toBe(2)
+    } finally {
+      client.close()
+      relay.stop()
     }
   })
 

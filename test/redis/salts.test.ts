@@ -6,7 +6,7 @@ import { afterAll, beforeAll, describe, expect, test } from 'bun:test'
 import { existsSync, readdirSync } from 'node:fs'
 import { join } from 'node:path'
 import { createLogger } from '../../core/logger.ts'
-import type { RedisCommands } from '../../core/redis.ts'
+import { RespClient } from '../../core/resp.ts'
 import { startTestEngine, TEST_UA } from '../../core/testing.ts'
 import { createRedisSaltStore } from '../../plugins/user-id/redis-salts.ts'
 import { DAY_MS, dayName } from '../../plugins/user-id/salts.ts'
@@ -25,7 +25,7 @@ describe.skipIf(!redisBinary)('salts in Redis', () => {
 
   const storeWith = (clock: () => number, prefix: string, logs: string[] = []) =>
     createRedisSaltStore({
-      redis: new Bun.RedisClient(redis.url) as unknown as RedisCommands,
+      redis: new RespClient(redis.url),
       keyPrefix: prefix,
       refreshMs: 60_000,
       timeoutMs: 1000,
@@ -112,10 +112,7 @@ describe.skipIf(!redisBinary)('salts in Redis', () => {
   test('Redis unreachable at start: ingestion goes on with salts of this process, said loudly', async () => {
     const logs: string[] = []
     const store = createRedisSaltStore({
-      redis: new Bun.RedisClient('redis://127.0.0.1:1', {
-        connectionTimeout: 200,
-        autoReconnect: false,
-      }) as unknown as RedisCommands,
+      redis: new RespClient('redis://127.0.0.1:1', { connectTimeoutMs: 200 }),
       keyPrefix: 'down:',
       refreshMs: 60_000,
       timeoutMs: 300,

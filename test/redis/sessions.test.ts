@@ -9,19 +9,12 @@
 import { afterAll, beforeAll, describe, expect, test } from 'bun:test'
 import { createLogger } from '../../core/logger.ts'
 import { ConfigError } from '../../core/plugin.ts'
-import type { RedisCommands } from '../../core/redis.ts'
+import { RespClient } from '../../core/resp.ts'
 import { setupPlugin, startTestEngine, TEST_UA, type TestEngine } from '../../core/testing.ts'
 import plugin from '../../plugins/sessions/index.ts'
-import {
-  decodeState,
-  encodeState,
-  type GuardMode,
-  RedisCopy,
-  type RedisLink,
-} from '../../plugins/sessions/redis-copy.ts'
-import { RespWriter } from '../../plugins/sessions/resp-writer.ts'
+import { decodeState, encodeState, type GuardMode, RedisCopy } from '../../plugins/sessions/redis-copy.ts'
 import { Attribution, Session } from '../../plugins/sessions/session.ts'
-import { type RedisServer, redisBinary, startRedis, warnIfNoRedis } from './harness.ts'
+import { type RedisServer, redisBinary, stallingRelay, startRedis, warnIfNoRedis } from './harness.ts'
 
 warnIfNoRedis()
 
@@ -256,14 +249,10 @@ describe.skipIf(!redisBinary)('sessions in Redis', () => {
         'example.com',
         attribution,
       )
-    const link = (url: string): RedisLink => ({
-      reads: new Bun.RedisClient(url, { connectionTimeout: 200, autoReconnect: false }) as unknown as RedisCommands,
-      writes: RespWriter.connect(url, 500),
-    })
     const logger = createLogger({ write: () => {} })
-    const copy = (prefix: string, guard: GuardMode, url: () => string) =>
+    const copy = (prefix: string, guard: GuardMode, url: string) =>
       new RedisCopy({
-        connect: () => link(url()),
+        redis: new RespClient(url, { connectTimeoutMs: 500 }),
         keyPrefix: prefix,
         flushMs: 60_000,
         readTimeoutMs: 1000,
@@ -274,10 +263,11 @@ describe.skipIf(!redisBinary)('sessions in Redis', () => {
       })
     for (const guard of ['late', 'never'] as const) {
       const prefix = `guard-${guard}:`
-      // A is cut off from Redis (it points at a closed port until the link heals).
-      let aUrl = 'redis://127.0.0.1:1'
-      const a = copy(prefix, guard, () => aUrl)
-      const b = copy(prefix, guard, () => redis.url)
+      // A is cut off from Redis: its link stalls (a partition) until it heals.
+      const relay = stallingRelay(redis.port)
+      relay.stall()
+      const a = copy(prefix, guard, relay.url)
+      const b = copy(prefix, guard, redis.url)
       const key = b.key('user', 4, 22n)
       // A holds the session at 2 events and cannot write it.
       a.mark('user', 22n, state(2, 1020))
@@ -287,7 +277,7 @@ describe.skipIf(!redisBinary)('sessions in Redis', () => {
       b.mark('user', 22n, state(3, 1030))
       await b.flush()
       // The link heals: A writes its held-back change, late.
-      aUrl = redis.url
+      relay.heal()
       await until(async () => a.reachable && a.stats.batches >= 2)
       await a.flush()
       const stored = JSON.parse(String(await redis.client.send('GET', [key])))
@@ -305,6 +295,7 @@ describe.skipIf(!redisBinary)('sessions in Redis', () => {
       expect(JSON.parse(String(await redis.client.send('GET', [key]))).slice(0, 2)).toEqual([5000, 1])
       await a.close()
       await b.close()
+      relay.stop()
     }
   })
 
