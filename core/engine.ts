@@ -109,6 +109,7 @@ export async function createEngine(config: ResolvedConfig, options: EngineOption
   const closeHooks: (() => void | Promise<void>)[] = []
   const sites = createSiteTable(config.sites, config.retentionDays)
   const worker: WorkerIdentity = options.workerRun?.identity ?? { index: 0, count: 1 }
+  const metrics = new Metrics()
   const services: EngineServices = {
     sites,
     server: config.server,
@@ -121,6 +122,7 @@ export async function createEngine(config: ResolvedConfig, options: EngineOption
     onClose: (fn) => closeHooks.push(fn),
     worker,
     perWorker: (path) => workerPath(path, worker),
+    metric: (name, type, help, read) => metrics.addSeries(name, type, help, read),
   }
 
   const issues: ConfigIssue[] = []
@@ -211,7 +213,6 @@ export async function createEngine(config: ResolvedConfig, options: EngineOption
     }
   }
 
-  const metrics = new Metrics()
   // Every site's drop series exist from the moment the site does (start, reload, refreshed source).
   const declareSiteLabels = () => {
     for (const label of [...sites.list().map((s) => s.label), 'other']) {

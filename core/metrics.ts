@@ -42,9 +42,21 @@ export class Metrics {
   workerLink?: { forwarded: number; fallback: number; received: number; interrupted: number }
   /** Errors no code caught (a library's socket without an error listener, a custom plugin's timer). */
   uncaughtErrors = 0
+  /** Series plugins added (EngineServices.metric), read at each scrape. */
+  private readonly pluginSeries: { name: string; type: 'counter' | 'gauge'; help: string; read: () => number }[] = []
 
   /** `route` → status → its `requests` key, so counting a request builds no string. */
   private readonly requestKeys = new Map<string, Map<number, string>>()
+
+  /** A plugin's series; a name taken twice keeps the first (a plugin configured twice). */
+  addSeries(name: string, type: 'counter' | 'gauge', help: string, read: () => number): void {
+    const valid =
+      name.startsWith('analytics_') &&
+      [...name].every((c) => (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c === '_')
+    if (!valid) throw new Error(`a plugin's metric is named analytics_[a-z0-9_]*, not ${JSON.stringify(name)}`)
+    if (this.pluginSeries.some((s) => s.name === name)) return
+    this.pluginSeries.push({ name, type, help, read })
+  }
 
   request(route: string, status: number): void {
     let keys = this.requestKeys.get(route)
@@ -178,6 +190,10 @@ export class Metrics {
         'Forwarded requests whose owner died before answering: answered 503, never sent again (they may be stored).',
       )
       out.push(`analytics_worker_forward_interrupted_total ${link.interrupted}`)
+    }
+    for (const series of this.pluginSeries) {
+      family(series.name, series.type, series.help)
+      out.push(`${series.name} ${series.read()}`)
     }
     family(
       'analytics_uncaught_errors_total',

@@ -111,6 +111,12 @@ export interface EngineServices {
    * the plain path.
    */
   perWorker(path: string): string
+  /**
+   * Adds a series to /metrics, read when it is scraped (so counting costs the request path nothing
+   * beyond the plugin's own `n++`). Name it `analytics_<plugin>_<what>`; with several workers the
+   * series of every worker are summed.
+   */
+  metric(name: string, type: 'counter' | 'gauge', help: string, read: () => number): void
 }
 
 export interface WorkerIdentity {

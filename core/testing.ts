@@ -49,6 +49,7 @@ export function testServices(options: TestEngineOptions = {}): EngineServices & 
     onClose: (fn) => closers.push(fn),
     worker: { index: 0, count: 1 },
     perWorker: (p) => p,
+    metric: () => {},
     async closeAll() {
       for (const fn of closers.reverse()) await fn()
     },

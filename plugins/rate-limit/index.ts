@@ -161,6 +161,20 @@ export default definePlugin({
           logger: engine.logger,
         })
       : undefined
+    if (shared) {
+      engine.metric(
+        'analytics_rate_limit_shared_failed_syncs_total',
+        'counter',
+        'Syncs of shared site counts that Redis did not answer.',
+        () => shared.failedSyncs,
+      )
+      engine.metric(
+        'analytics_rate_limit_shared_decided_alone_total',
+        'counter',
+        "Site-limit verdicts given while Redis was unreachable, on this engine's own counts (failing open).",
+        () => shared.decidedAlone,
+      )
+    }
     const siteCounts: SiteCounts = shared ?? new WindowCounter<number>(options.window, MAX_TRACKED_SITES)
     const ipCounts = new WindowCounter<string>(options.window, options.maxTrackedIps)
     return {

@@ -49,6 +49,8 @@ export class SharedSiteCounts {
   private unreachable = false
   /** Syncs that failed (Redis down or slow): the verdicts then rest on stale totals. */
   failedSyncs = 0
+  /** Verdicts given while Redis was unreachable: on this engine's own counts (failing open). */
+  decidedAlone = 0
 
   constructor(private readonly o: SharedCountsOptions) {
     this.timer = setInterval(() => void this.sync(), o.syncMs)
@@ -62,6 +64,7 @@ export class SharedSiteCounts {
    */
   allows(site: number, limit: number, windowMs: number, now: number): boolean {
     const entry = this.current(site, windowMs, now)
+    if (this.unreachable) this.decidedAlone++
     const others = entry.othersRate * Math.max(0, Date.now() - entry.syncedAt)
     return entry.synced + entry.inflight + entry.unsynced + others < limit
   }

@@ -142,6 +142,20 @@ export default definePlugin({
           logger: engine.logger,
         })
       : undefined
+    if (remote) {
+      const stats = remote.stats
+      const series: [keyof typeof stats, string][] = [
+        ['written', "Session states written to Redis (the sessions' copy of record)."],
+        ['refused', 'Late session states Redis refused because it held a newer one (stale owner).'],
+        ['dropped', 'Session states not written because Redis was away or the backlog was full.'],
+        ['reads', 'Reads of Redis on a local miss.'],
+        ['found', 'Local misses that found the session in Redis (an owner change).'],
+        ['unanswered', 'Local misses Redis did not answer in time: a new session was started.'],
+      ]
+      for (const [key, help] of series) {
+        engine.metric(`analytics_sessions_redis_${key}_total`, 'counter', help, () => stats[key])
+      }
+    }
 
     const live = (s: Session | undefined, time: number) =>
       s !== undefined && isLive(s, time, timeoutSeconds) ? s : undefined

@@ -116,6 +116,17 @@ describe.skipIf(!redisBinary)('rate-limit shared through Redis', () => {
       expect(accepted).toBe(2 * LIMIT)
       await Bun.sleep(300)
       expect(logs.join('\n')).toContain('Redis is not reachable for rate limits')
+      // Failing open is counted: every verdict of each engine was given on its own counts.
+      let alone = 0
+      for (const port of ports) {
+        const text = await (await fetch(`http://127.0.0.1:${port}/metrics`)).text()
+        const value = (name: string) => Number(new RegExp(`^${name} (\\d+)$`, 'm').exec(text)?.[1] ?? Number.NaN)
+        expect(value('analytics_rate_limit_shared_failed_syncs_total')).toBeGreaterThan(0)
+        alone += value('analytics_rate_limit_shared_decided_alone_total')
+      }
+      // The first verdicts may come before the first sync has failed.
+      expect(alone).toBeGreaterThan(2 * LIMIT)
+      expect(alone).toBeLessThanOrEqual(3 * LIMIT)
     } finally {
       for (const t of list) await t.close()
     }

@@ -134,7 +134,8 @@ describe.skipIf(!redisBinary)('sessions in Redis', () => {
       expect(await send(pa, '198.51.100.20', '/first')).toBe(202)
       if (shared) await until(async () => (await keysOf(prefix)) === 1)
       expect(await send(pb, '198.51.100.20', '/second')).toBe(202)
-      return { rowsA: [...a.sessions()], rowsB: [...b.sessions()], eventsB: [...b.events()] }
+      const metricsB = await (await fetch(`http://127.0.0.1:${pb}/metrics`)).text()
+      return { rowsA: [...a.sessions()], rowsB: [...b.sessions()], eventsB: [...b.events()], metricsB }
     } finally {
       await a.close()
       await b.close()
@@ -142,7 +143,10 @@ describe.skipIf(!redisBinary)('sessions in Redis', () => {
   }
 
   test('a visitor moved to another engine continues its session there', async () => {
-    const { rowsA, rowsB, eventsB } = await ownerChange('owner:', true)
+    const { rowsA, rowsB, eventsB, metricsB } = await ownerChange('owner:', true)
+    // B asked Redis once and found the session there; /metrics counts it.
+    expect(metricsB).toContain('analytics_sessions_redis_reads_total 1\n')
+    expect(metricsB).toContain('analytics_sessions_redis_found_total 1\n')
     expect(rowsA.length).toBe(1)
     const first = rowsA[0]!
     // B cancels A's last +1 row exactly and writes the continued session.
