@@ -11,9 +11,10 @@
 //
 //   bun bench/run.ts [--rounds 3] [--seconds 10] [--warmup 10] [--connections 64] [--only bare,engine]
 
-import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs'
+import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
 import { cpus, totalmem } from 'node:os'
 import { join, resolve } from 'node:path'
+import { parse as parseYaml, stringify as stringifyYaml } from 'yaml'
 import { corpusLines, generateCorpus } from './corpus.ts'
 
 const root = resolve(import.meta.dir, '..')
@@ -41,6 +42,34 @@ interface Variant {
   ready: 'post' | 'health'
   available: () => boolean
   description: string
+}
+
+/**
+ * The bench config with the embedded ClickHouse sink (chdb) in place of stdout and `ack` set, so
+ * `ack: durable` (202 after the group commit's fsync) is measured against `ack: received` with the
+ * same sink. Written to bench/out, with the spam list's path made absolute; each variant has its own
+ * state folder (spool, database), emptied before the run.
+ */
+function chdbConfig(ack: 'received' | 'durable'): string {
+  const config = parseYaml(readFileSync(join(root, 'bench/cases/engine-stdout.yaml'), 'utf8')) as {
+    plugins: unknown[]
+    sinks: unknown[]
+    ack?: string
+    stateDir?: string
+  }
+  config.plugins = config.plugins.map((p) =>
+    typeof p === 'object' && p !== null && 'spam-referrers' in p
+      ? { 'spam-referrers': { lists: [join(root, 'bench/cases/spammers.txt')] } }
+      : p,
+  )
+  config.sinks = [{ chdb: { batchRows: 10000, flushIntervalMs: 1000 } }]
+  config.ack = ack
+  config.stateDir = join(out, `state-chdb-${ack}`)
+  rmSync(config.stateDir, { recursive: true, force: true })
+  mkdirSync(out, { recursive: true })
+  const file = join(out, `engine-chdb-${ack}.yaml`)
+  writeFileSync(file, stringifyYaml(config))
+  return file
 }
 
 const variants: Variant[] = [
@@ -85,6 +114,40 @@ const variants: Variant[] = [
     ready: 'health',
     available: () => true,
     description: 'engine on Bun, --workers 2 (one owner per client IP), same config',
+  },
+  {
+    name: 'engine-chdb-received',
+    baseline: 'engine-bun',
+    fixedLoadOfBaseline: true,
+    command: (port) => [
+      bun,
+      join(root, 'core/cli.ts'),
+      'serve',
+      '--config',
+      chdbConfig('received'),
+      '--port',
+      String(port),
+    ],
+    ready: 'health',
+    available: () => true,
+    description: 'engine on Bun, chdb sink (embedded ClickHouse), ack: received',
+  },
+  {
+    name: 'engine-chdb-durable',
+    baseline: 'engine-chdb-received',
+    fixedLoadOfBaseline: true,
+    command: (port) => [
+      bun,
+      join(root, 'core/cli.ts'),
+      'serve',
+      '--config',
+      chdbConfig('durable'),
+      '--port',
+      String(port),
+    ],
+    ready: 'health',
+    available: () => true,
+    description: 'the same with ack: durable (202 after the group commit is fsynced in the spool)',
   },
   {
     name: 'bare-deno',
