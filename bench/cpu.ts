@@ -15,6 +15,10 @@
 // Each server is warmed up for `--warmup` seconds first (10 by default): the engine's JIT compiler is
 // busy for about that long under load (see bench/run.ts).
 //
+// `bare-<mode>` is bench/bare.ts with one engine feature added (its modes are listed there);
+// `plausible-null` and `plausible-stdout` are the engine with only the plausible dialect, its stdout
+// sink printing no table or both.
+//
 //   bun bench/cpu.ts [--seconds 6] [--warmup 10] [--rate 0] [--only bare,engine,engine-2w,engine-2w-noaff] [--rounds 3] [--base DIR]
 
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs'
@@ -40,6 +44,9 @@ const config = resolve(root, flag('config', 'bench/cases/engine-stdout.yaml'))
 
 const commands: Record<string, (port: number) => string[]> = {
   bare: (port) => [process.execPath, join(root, 'bench/bare.ts'), String(port)],
+  // The engine with only the plausible dialect: with stdout printing nothing, and with stdout.
+  'plausible-null': (port) => engineWith('bench/cases/plausible-null.yaml', port),
+  'plausible-stdout': (port) => engineWith('bench/cases/plausible-stdout.yaml', port),
   engine: (port) => [process.execPath, join(root, 'core/cli.ts'), 'serve', '--config', config, '--port', String(port)],
   'engine-2w': (port) => [
     ...[process.execPath, join(root, 'core/cli.ts'), 'serve', '--config', config, '--port', String(port)],
@@ -61,6 +68,17 @@ const commands: Record<string, (port: number) => string[]> = {
     String(port),
   ],
 }
+
+function engineWith(file: string, port: number): string[] {
+  return [process.execPath, join(root, 'core/cli.ts'), 'serve', '--config', join(root, file), '--port', String(port)]
+}
+
+/** `bare-<mode>`: bench/bare.ts with one of the engine's features (see there). */
+const commandFor = (name: string) =>
+  commands[name] ??
+  (name.startsWith('bare-')
+    ? (port: number) => [process.execPath, join(root, 'bench/bare.ts'), String(port), name.slice(5)]
+    : undefined)
 
 /** The bench config with `server.affinity: false`, in bench/out (its `./` paths made absolute). */
 function noAffinity(): string {
@@ -125,7 +143,7 @@ const results = new Map<string, number[]>()
 let port = 18600 + Math.floor(Math.random() * 300)
 for (let round = 0; round < rounds; round++) {
   for (const name of only) {
-    const proc = Bun.spawn(commands[name]!(port), { cwd: root, stdout: 'ignore', stderr: 'ignore' })
+    const proc = Bun.spawn(commandFor(name)!(port), { cwd: root, stdout: 'ignore', stderr: 'ignore' })
     try {
       await ready(port)
       await wrk(port, warmup, 1)
