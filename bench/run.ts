@@ -284,6 +284,12 @@ async function main() {
   }
   mkdirSync(out, { recursive: true })
   writeFileSync(join(out, 'corpus.tsv'), corpusLines(generateCorpus()))
+  const unknown = only ? only.split(',').filter((name) => !variants.some((v) => v.name === name)) : []
+  if (unknown.length > 0) {
+    // Running nothing would overwrite bench/results.md with an empty table.
+    console.error(`unknown variant(s) ${unknown.join(', ')}; known: ${variants.map((v) => v.name).join(', ')}`)
+    process.exit(2)
+  }
   const chosen = variants.filter((v) => v.available() && (!only || only.split(',').includes(v.name)))
   const peaks = new Map<string, (WrkResult & { rssMb: number })[]>()
   let port = 18100
