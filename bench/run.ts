@@ -9,7 +9,7 @@
 // about 15 s), while a bare server has almost nothing to compile. A server runs for days, so its
 // steady state is what is compared.
 //
-//   bun bench/run.ts [--rounds 3] [--seconds 10] [--warmup 10] [--connections 64] [--only bare,engine]
+//   bun bench/run.ts [--rounds 3] [--seconds 10] [--warmup 10] [--connections 64] [--only bare-bun,engine-bun]
 
 import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
 import { cpus, totalmem } from 'node:os'
