@@ -160,7 +160,7 @@ describe.skipIf(unavailable !== undefined)(
       expect(log).toContain('net.ipv4.tcp_migrate_req is 0')
       expect(result.accepted.filter((seq) => !stored.has(seq))).toEqual([])
       // Not asserted: a reset needs a connection queued at the instant a listener closes, which this
-      // load produced in 5 of 6 runs (7-21 failed requests), not in every run.
+      // load produced in 8 of 10 runs (4-21 failed requests), not in every run.
       if (failed === 0) console.warn('the control had no failed request this time (it usually has some)')
     }, 30_000)
   },
