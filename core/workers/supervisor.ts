@@ -4,7 +4,7 @@
 // restarts a worker that dies, forwards SIGTERM/SIGINT (and waits for the workers' flushes), SIGHUP
 // (reload), and restarts the workers one at a time on SIGUSR2 (a rolling restart).
 
-import { mkdtempSync, rmSync } from 'node:fs'
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs'
 import { createServer } from 'node:net'
 import { availableParallelism, tmpdir } from 'node:os'
 import { join } from 'node:path'
@@ -20,6 +20,19 @@ export const AFFINITY_ENV = 'ANALYTICS_AFFINITY'
 /** A worker restarted this soon after it started counts as crash-looping: its next start waits longer. */
 const QUICK_DEATH_MS = 5_000
 const MAX_BACKOFF_MS = 5_000
+
+/**
+ * Whether this network namespace resets, rather than hands to another listener, the connections still
+ * queued on a closing reusePort listener (`net.ipv4.tcp_migrate_req` = 0): then a rolling restart
+ * fails a few requests under load. False when the setting is 1 or absent (not Linux, kernel < 5.14).
+ */
+export function migrateReqOff(file = '/proc/sys/net/ipv4/tcp_migrate_req'): boolean {
+  try {
+    return readFileSync(file, 'utf8').trim() === '0'
+  } catch {
+    return false
+  }
+}
 
 /** `workers` from the config or `--workers`: a count, `auto` = one per core. */
 export function workerCount(workers: number | 'auto'): number {
@@ -102,6 +115,11 @@ export async function runSupervisor(options: SupervisorOptions): Promise<number>
     logger.error('serve --workers needs Bun (it spawns worker processes with Bun.spawn); run one process per port.')
     return 2
   }
+  // Host configuration is the operator's: the supervisor only says what to set (docs/scale-out.md).
+  if (count > 1 && migrateReqOff())
+    logger.warn(
+      'net.ipv4.tcp_migrate_req is 0: a rolling restart (SIGUSR2) resets the connections queued on the stopping worker; set sysctl net.ipv4.tcp_migrate_req=1 for zero failed requests.',
+    )
   // The sockets live in a private folder (0700 by mkdtemp) made per run: nothing else may connect.
   const runDir = mkdtempSync(join(tmpdir(), 'analytics-run-'))
   const port = options.port === 0 ? await pickPort(options.host) : options.port

@@ -2,6 +2,9 @@
 // /metrics, the frames between workers, per-worker folders, and the option's parsing.
 
 import { expect, test } from 'bun:test'
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
 import { parseArgs } from '../../core/cli.ts'
 import { ConfigErrors, resolveConfig } from '../../core/config.ts'
 import { AnalyticsEvent, eventFromRequest } from '../../core/event.ts'
@@ -10,7 +13,7 @@ import { createSiteTable } from '../../core/sites.ts'
 import { decodeEvents, type EventsFrame, encodeEvents, LineReader } from '../../core/workers/frames.ts'
 import { sumMetrics } from '../../core/workers/metrics-sum.ts'
 import { ownerOf } from '../../core/workers/owner.ts'
-import { workerCount, workerFromEnv } from '../../core/workers/supervisor.ts'
+import { migrateReqOff, workerCount, workerFromEnv } from '../../core/workers/supervisor.ts'
 
 test('every client IP has one owner, the same in every worker, and owners share the IPs about evenly', () => {
   for (const count of [2, 3, 8]) {
@@ -162,4 +165,18 @@ test('a process is a worker only with both variables the supervisor sets, and a 
     runDir: '/run/x',
     affinity: false,
   })
+})
+
+test('the supervisor warns only when net.ipv4.tcp_migrate_req reads 0, not when it is 1 or absent', () => {
+  const dir = mkdtempSync(join(tmpdir(), 'migrate-req-'))
+  try {
+    const file = join(dir, 'tcp_migrate_req')
+    writeFileSync(file, '0\n')
+    expect(migrateReqOff(file)).toBe(true)
+    writeFileSync(file, '1\n')
+    expect(migrateReqOff(file)).toBe(false)
+    expect(migrateReqOff(join(dir, 'absent'))).toBe(false)
+  } finally {
+    rmSync(dir, { recursive: true, force: true })
+  }
 })
