@@ -11,7 +11,7 @@ import { STAGES } from './plugin.ts'
 import { type ReplayOptions, resolveReplayOptions, runReplay } from './replay/index.ts'
 import { configJsonSchema } from './schema.ts'
 import type { SinkDefinition } from './sink.ts'
-import { runSupervisor, type WorkerMessage, workerCount, workerFromEnv } from './workers/supervisor.ts'
+import { invokedScript, runSupervisor, type WorkerMessage, workerCount, workerFromEnv } from './workers/supervisor.ts'
 
 const USAGE = `Usage: analytics-ingest [command] [options]
 
@@ -239,7 +239,7 @@ export async function main(argv: string[]): Promise<number> {
     const workers = workerCount(config.server.workers)
     if (args.command === 'serve' && !workerRun && workers > 1) {
       return runSupervisor({
-        command: [process.execPath, process.argv[1] ?? import.meta.path, ...argv],
+        command: [process.execPath, ...invokedScript(process.argv[1] ?? import.meta.path), ...argv],
         count: workers,
         affinity: config.server.affinity ?? true,
         host: config.server.host,

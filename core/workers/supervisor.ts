@@ -4,7 +4,7 @@
 // restarts a worker that dies, forwards SIGTERM/SIGINT (and waits for the workers' flushes), SIGHUP
 // (reload), and restarts the workers one at a time on SIGUSR2 (a rolling restart).
 
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs'
+import { mkdtempSync, readFileSync, realpathSync, rmSync } from 'node:fs'
 import { createServer } from 'node:net'
 import { availableParallelism, tmpdir } from 'node:os'
 import { join } from 'node:path'
@@ -20,6 +20,40 @@ export const AFFINITY_ENV = 'ANALYTICS_AFFINITY'
 /** A worker restarted this soon after it started counts as crash-looping: its next start waits longer. */
 const QUICK_DEATH_MS = 5_000
 const MAX_BACKOFF_MS = 5_000
+
+/**
+ * The worker command's runtime flags and script as this process was started, from
+ * /proc/self/cmdline: Bun resolves symlinks in `process.argv[1]`, so a deploy that points a `current`
+ * symlink at a new release would otherwise restart workers on the old release, and runtime flags
+ * (`--preload`) would be lost. Falls back to `[script]` where /proc is missing or unclear.
+ */
+export function invokedScript(
+  script: string,
+  cmdline: string[] | undefined = readCmdline(),
+  same: (a: string, b: string) => boolean = samePath,
+): string[] {
+  if (!cmdline) return [script]
+  const at = cmdline.findIndex((arg, i) => i > 0 && same(arg, script))
+  return at > 0 ? cmdline.slice(1, at + 1) : [script]
+}
+
+function readCmdline(): string[] | undefined {
+  try {
+    return readFileSync('/proc/self/cmdline', 'utf8')
+      .split('\0')
+      .filter((a) => a !== '')
+  } catch {
+    return undefined
+  }
+}
+
+function samePath(a: string, b: string): boolean {
+  try {
+    return realpathSync(a) === realpathSync(b)
+  } catch {
+    return false
+  }
+}
 
 /**
  * Whether this network namespace resets, rather than hands to another listener, the connections still

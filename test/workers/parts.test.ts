@@ -2,7 +2,7 @@
 // /metrics, the frames between workers, per-worker folders, and the option's parsing.
 
 import { expect, test } from 'bun:test'
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs'
+import { mkdirSync, mkdtempSync, rmSync, symlinkSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { parseArgs } from '../../core/cli.ts'
@@ -13,7 +13,7 @@ import { createSiteTable } from '../../core/sites.ts'
 import { decodeEvents, type EventsFrame, encodeEvents, LineReader } from '../../core/workers/frames.ts'
 import { sumMetrics } from '../../core/workers/metrics-sum.ts'
 import { ownerOf } from '../../core/workers/owner.ts'
-import { migrateReqOff, workerCount, workerFromEnv } from '../../core/workers/supervisor.ts'
+import { invokedScript, migrateReqOff, workerCount, workerFromEnv } from '../../core/workers/supervisor.ts'
 
 test('every client IP has one owner, the same in every worker, and owners share the IPs about evenly', () => {
   for (const count of [2, 3, 8]) {
@@ -176,6 +176,30 @@ test('the supervisor warns only when net.ipv4.tcp_migrate_req reads 0, not when 
     writeFileSync(file, '1\n')
     expect(migrateReqOff(file)).toBe(false)
     expect(migrateReqOff(join(dir, 'absent'))).toBe(false)
+  } finally {
+    rmSync(dir, { recursive: true, force: true })
+  }
+})
+
+test('workers are started on the script as invoked (a deploy symlink, runtime flags), not its resolved path', () => {
+  const dir = mkdtempSync(join(tmpdir(), 'invoked-'))
+  try {
+    const release = join(dir, 'release-2')
+    mkdirSync(release)
+    writeFileSync(join(release, 'cli.ts'), '')
+    symlinkSync(release, join(dir, 'current'))
+    const resolved = join(release, 'cli.ts')
+    const invoked = join(dir, 'current', 'cli.ts')
+    // What Bun shows in process.argv[1] is the resolved path; /proc/self/cmdline keeps the symlink.
+    expect(invokedScript(resolved, ['bun', '--preload', './clock.ts', invoked, 'serve', '--workers', '2'])).toEqual([
+      '--preload',
+      './clock.ts',
+      invoked,
+    ])
+    expect(invokedScript(resolved, ['bun', resolved, 'serve'])).toEqual([resolved])
+    // No /proc, or a command line that does not name the script: the resolved path.
+    expect(invokedScript(resolved, undefined)).toEqual([resolved])
+    expect(invokedScript(resolved, ['bun', 'other.ts'])).toEqual([resolved])
   } finally {
     rmSync(dir, { recursive: true, force: true })
   }
