@@ -21,7 +21,7 @@ import { createHash } from 'node:crypto'
 import type { Logger } from '../../core/logger.ts'
 import { within } from '../../core/redis.ts'
 import { encodeAsciiCommand, isAscii, RedisReplyError, type RespClient } from '../../core/resp.ts'
-import { Attribution, Session } from './session.ts'
+import { attributionFields, attributionFromFields, Session } from './session.ts'
 
 /** Sessions per script call (or per pipelined run of SETs). */
 const BATCH = 500
@@ -61,28 +61,7 @@ export const GUARD_SHA = createHash('sha1').update(GUARD_SCRIPT).digest('hex')
 export function encodeState(s: Session): string {
   const a = s.attribution
   // Attributions are shared by many sessions and never change: their part is encoded once.
-  a.encoded ??= JSON.stringify([
-    a.referrer,
-    a.referrer_source,
-    a.click_id_param,
-    a.utm_medium,
-    a.utm_source,
-    a.utm_campaign,
-    a.utm_content,
-    a.utm_term,
-    a.country_code,
-    a.subdivision1_code,
-    a.subdivision2_code,
-    a.city_geoname_id,
-    a.screen_size,
-    a.operating_system,
-    a.operating_system_version,
-    a.browser,
-    a.browser_version,
-    a.acquisition_channel,
-    a.entry_meta_key,
-    a.entry_meta_value,
-  ]).slice(1)
+  a.encoded ??= JSON.stringify(attributionFields(a)).slice(1)
   const text = `[${s.lastSeen},${s.events},"${s.sessionId}","${s.userId}",${s.siteId},${s.start},${s.timestamp},${s.pageviews},${s.isBounce},${JSON.stringify(s.hostname)},${JSON.stringify(s.entryPage)},${JSON.stringify(s.exitPage)},${JSON.stringify(s.exitPageHostname)},${a.encoded}`
   // ASCII only (JSON's \u escapes), so the writer counts its bytes by its length.
   return isAscii(text) ? text : escapeNonAscii(text)
@@ -118,33 +97,7 @@ export function decodeState(text: string, pages: (s: string) => string): Session
       if (typeof x !== 'number' || !Number.isFinite(x)) throw new TypeError('not a number')
       return x
     }
-    const list = (i: number) => {
-      const x = v[i]
-      if (!Array.isArray(x) || !x.every((e) => typeof e === 'string')) throw new TypeError('not a list')
-      return x as string[]
-    }
-    const attribution = new Attribution(
-      str(13),
-      str(14),
-      str(15),
-      str(16),
-      str(17),
-      str(18),
-      str(19),
-      str(20),
-      str(21),
-      str(22),
-      str(23),
-      num(24),
-      str(25),
-      str(26),
-      str(27),
-      str(28),
-      str(29),
-      str(30),
-      list(31),
-      list(32),
-    )
+    const attribution = attributionFromFields(v.slice(13, 33))
     return new Session(
       BigInt(str(2)),
       BigInt(str(3)),

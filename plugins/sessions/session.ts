@@ -38,6 +38,71 @@ export class Attribution {
   encoded: string | undefined = undefined
 }
 
+/** An attribution's fields in constructor order: what the snapshot and the Redis copy store. */
+export function attributionFields(a: Attribution): unknown[] {
+  return [
+    a.referrer,
+    a.referrer_source,
+    a.click_id_param,
+    a.utm_medium,
+    a.utm_source,
+    a.utm_campaign,
+    a.utm_content,
+    a.utm_term,
+    a.country_code,
+    a.subdivision1_code,
+    a.subdivision2_code,
+    a.city_geoname_id,
+    a.screen_size,
+    a.operating_system,
+    a.operating_system_version,
+    a.browser,
+    a.browser_version,
+    a.acquisition_channel,
+    a.entry_meta_key,
+    a.entry_meta_value,
+  ]
+}
+
+/** The attribution `attributionFields` stored; a TypeError for a value of the wrong kind. */
+export function attributionFromFields(f: readonly unknown[]): Attribution {
+  if (f.length !== 20) throw new TypeError('not an attribution')
+  const str = (i: number) => {
+    const x = f[i]
+    if (typeof x !== 'string') throw new TypeError('not a string')
+    return x
+  }
+  const num = f[11]
+  if (typeof num !== 'number' || !Number.isFinite(num)) throw new TypeError('not a number')
+  const list = (i: number) => {
+    const x = f[i]
+    if (!Array.isArray(x) || !x.every((e) => typeof e === 'string')) throw new TypeError('not a list')
+    return x as string[]
+  }
+  return new Attribution(
+    str(0),
+    str(1),
+    str(2),
+    str(3),
+    str(4),
+    str(5),
+    str(6),
+    str(7),
+    str(8),
+    str(9),
+    str(10),
+    num,
+    str(12),
+    str(13),
+    str(14),
+    str(15),
+    str(16),
+    str(17),
+    list(18),
+    list(19),
+  )
+}
+
 // `pageviews`, `events` and `is_bounce` share one number (26 + 26 + 1 bits, exact in a double):
 // twelve own fields instead of fourteen put a session in JSC's 112-byte size class instead of the
 // 160-byte one (a million sessions: 48 MB less).

@@ -9,7 +9,7 @@
 
 import { closeSync, fsyncSync, mkdirSync, openSync, readFileSync, renameSync, rmSync, writeSync } from 'node:fs'
 import { dirname } from 'node:path'
-import { Attribution, Session } from './session.ts'
+import { attributionFields, attributionFromFields, Session } from './session.ts'
 import type { KeySpace, SessionStore } from './store.ts'
 
 const VERSION = 1
@@ -43,28 +43,7 @@ export function writeSnapshot(file: string, store: SessionStore, nowSeconds: num
         s.entryPage,
         s.exitPage,
         s.exitPageHostname,
-        [
-          a.referrer,
-          a.referrer_source,
-          a.click_id_param,
-          a.utm_medium,
-          a.utm_source,
-          a.utm_campaign,
-          a.utm_content,
-          a.utm_term,
-          a.country_code,
-          a.subdivision1_code,
-          a.subdivision2_code,
-          a.city_geoname_id,
-          a.screen_size,
-          a.operating_system,
-          a.operating_system_version,
-          a.browser,
-          a.browser_version,
-          a.acquisition_channel,
-          a.entry_meta_key,
-          a.entry_meta_value,
-        ],
+        attributionFields(a),
       ])}\n`
       count++
       if (chunk.length > 1 << 20) {
@@ -125,16 +104,10 @@ function parseLine(line: string): { space: KeySpace; siteId: number; id: bigint;
   try {
     const v = JSON.parse(line) as unknown[]
     const a = v[15] as unknown[]
-    if (!Array.isArray(v) || v.length !== 16 || !Array.isArray(a) || a.length !== 20) return undefined
+    if (!Array.isArray(v) || v.length !== 16 || !Array.isArray(a)) return undefined
     const space = v[0] as KeySpace
     if (!SPACES.has(space)) return undefined
-    const attribution = new Attribution(
-      ...(a.slice(0, 11) as [string, string, string, string, string, string, string, string, string, string, string]),
-      a[11] as number,
-      ...(a.slice(12, 18) as [string, string, string, string, string, string]),
-      a[18] as string[],
-      a[19] as string[],
-    )
+    const attribution = attributionFromFields(a)
     const session = new Session(
       BigInt(v[3] as string),
       BigInt(v[4] as string),
