@@ -72,6 +72,13 @@ function chdbConfig(ack: 'received' | 'durable'): string {
   return file
 }
 
+const stdoutCase = join(root, 'bench/cases/engine-stdout.yaml')
+
+/** `serve` of the engine on `runtime` (Bun, or `deno run -A`) with `config`, on `port`. */
+function serveCommand(runtime: string[], config: string, port: number, extra: string[] = []): string[] {
+  return [...runtime, join(root, 'core/cli.ts'), 'serve', '--config', config, '--port', String(port), ...extra]
+}
+
 const variants: Variant[] = [
   {
     name: 'bare-bun',
@@ -83,15 +90,7 @@ const variants: Variant[] = [
   {
     name: 'engine-bun',
     baseline: 'bare-bun',
-    command: (port) => [
-      bun,
-      join(root, 'core/cli.ts'),
-      'serve',
-      '--config',
-      join(root, 'bench/cases/engine-stdout.yaml'),
-      '--port',
-      String(port),
-    ],
+    command: (port) => serveCommand([bun], stdoutCase, port),
     ready: 'health',
     available: () => true,
     description: 'engine on Bun, full pipeline, stdout sink to /dev/null',
@@ -100,17 +99,7 @@ const variants: Variant[] = [
     name: 'engine-bun-2-workers',
     baseline: 'engine-bun',
     fixedLoadOfBaseline: true,
-    command: (port) => [
-      bun,
-      join(root, 'core/cli.ts'),
-      'serve',
-      '--config',
-      join(root, 'bench/cases/engine-stdout.yaml'),
-      '--port',
-      String(port),
-      '--workers',
-      '2',
-    ],
+    command: (port) => serveCommand([bun], stdoutCase, port, ['--workers', '2']),
     ready: 'health',
     available: () => true,
     description: 'engine on Bun, --workers 2 (one owner per client IP), same config',
@@ -119,15 +108,7 @@ const variants: Variant[] = [
     name: 'engine-chdb-received',
     baseline: 'engine-bun',
     fixedLoadOfBaseline: true,
-    command: (port) => [
-      bun,
-      join(root, 'core/cli.ts'),
-      'serve',
-      '--config',
-      chdbConfig('received'),
-      '--port',
-      String(port),
-    ],
+    command: (port) => serveCommand([bun], chdbConfig('received'), port),
     ready: 'health',
     available: () => true,
     description: 'engine on Bun, chdb sink (embedded ClickHouse), ack: received',
@@ -136,15 +117,7 @@ const variants: Variant[] = [
     name: 'engine-chdb-durable',
     baseline: 'engine-chdb-received',
     fixedLoadOfBaseline: true,
-    command: (port) => [
-      bun,
-      join(root, 'core/cli.ts'),
-      'serve',
-      '--config',
-      chdbConfig('durable'),
-      '--port',
-      String(port),
-    ],
+    command: (port) => serveCommand([bun], chdbConfig('durable'), port),
     ready: 'health',
     available: () => true,
     description: 'the same with ack: durable (202 after the group commit is fsynced in the spool)',
@@ -159,17 +132,7 @@ const variants: Variant[] = [
   {
     name: 'engine-deno',
     baseline: 'bare-deno',
-    command: (port) => [
-      deno,
-      'run',
-      '-A',
-      join(root, 'core/cli.ts'),
-      'serve',
-      '--config',
-      join(root, 'bench/cases/engine-stdout.yaml'),
-      '--port',
-      String(port),
-    ],
+    command: (port) => serveCommand([deno, 'run', '-A'], stdoutCase, port),
     ready: 'health',
     available: () => existsSync(deno),
     description: 'engine on Deno, full pipeline, stdout sink to /dev/null',
