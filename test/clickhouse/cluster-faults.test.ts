@@ -494,9 +494,12 @@ describe.skipIf(!clusterAvailable)('ClickHouse cluster faults: ZooKeeper + two C
       `dedup window 3: ${small.inserts} inserts, ${small.lost} answers lost (${small.lostEventRows} event rows), stored ${JSON.stringify(small.stored)} for ${JSON.stringify(small.expected)}; ` +
         `window ${DEDUP_WINDOW}: ${engine.inserts} inserts, ${engine.lost} lost, stored ${JSON.stringify(engine.stored)}`,
     )
-    // With 3: the retries came after more than 3 other blocks and a cleanup, so batches doubled.
+    // With 3: the retries came after more than 3 other blocks and a cleanup, so batches doubled:
+    // events, sessions or both, depending on which answers were lost (one run doubled only
+    // session batches: 330 sessions for 320, events exact).
     expect(small.lost).toBeGreaterThan(0)
-    expect(small.stored.events).toBeGreaterThan(small.expected.events)
+    expect(small.stored).not.toEqual(small.expected)
+    expect(small.stored.events + small.stored.sessions).toBeGreaterThan(small.expected.events + small.expected.sessions)
     // With the engine's window: exact, sessions included.
     expect(engine.lost).toBeGreaterThan(0)
     expect(engine.stored).toEqual(engine.expected)
