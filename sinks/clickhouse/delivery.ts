@@ -373,33 +373,42 @@ export class Lane {
         batch = this.memory[0]
         if (!batch) return this.closing
       }
-      if (this.failure !== undefined) this.o.stats.retries++
-      let started = performance.now()
-      let failure = await this.attempt(batch)
-      // Missing database or table: nothing was written, so create them and try this batch once more.
-      if (failure?.code !== undefined && MISSING_CODES.has(failure.code) && (await this.createMissing(failure))) {
-        this.o.stats.retries++
-        started = performance.now()
-        failure = await this.attempt(batch)
-      }
-      if (failure) {
-        if (failure.kind !== 'malformed') {
-          this.fail(failure)
-          continue
-        }
-        await this.deadLetter(batch, failure)
-        await this.remove(run, batch)
-        continue
-      }
-      this.o.stats.rowsWritten += batch.rows
-      this.o.stats.recordBatch((performance.now() - started) / 1000)
-      if (this.failure !== undefined) {
-        this.o.logger.info('Sink delivers again.', { sink: this.o.sink, table: this.o.table })
-      }
-      this.failure = undefined
-      this.retryDelay = 0
+      if ((await this.deliver(batch)) === 'retry') continue
       await this.remove(run, batch)
     }
+  }
+
+  /**
+   * One delivery of a batch and its bookkeeping: the insert (after creating a missing database or
+   * table once). `retry` when it failed for now (backoff set); `done` when the batch left: written,
+   * or dead-lettered as malformed.
+   */
+  private async deliver(batch: Batch): Promise<'done' | 'retry'> {
+    if (this.failure !== undefined) this.o.stats.retries++
+    let started = performance.now()
+    let failure = await this.attempt(batch)
+    // Missing database or table: nothing was written, so create them and try this batch once more.
+    if (failure?.code !== undefined && MISSING_CODES.has(failure.code) && (await this.createMissing(failure))) {
+      this.o.stats.retries++
+      started = performance.now()
+      failure = await this.attempt(batch)
+    }
+    if (failure) {
+      if (failure.kind !== 'malformed') {
+        this.fail(failure)
+        return 'retry'
+      }
+      await this.deadLetter(batch, failure)
+      return 'done'
+    }
+    this.o.stats.rowsWritten += batch.rows
+    this.o.stats.recordBatch((performance.now() - started) / 1000)
+    if (this.failure !== undefined) {
+      this.o.logger.info('Sink delivers again.', { sink: this.o.sink, table: this.o.table })
+    }
+    this.failure = undefined
+    this.retryDelay = 0
+    return 'done'
   }
 
   /**
@@ -426,27 +435,7 @@ export class Lane {
       }
       const batch = await this.readRun(run)
       if (!batch) continue
-      if (this.failure !== undefined) this.o.stats.retries++
-      let started = performance.now()
-      let failure = await this.attempt(batch)
-      if (failure?.code !== undefined && MISSING_CODES.has(failure.code) && (await this.createMissing(failure))) {
-        this.o.stats.retries++
-        started = performance.now()
-        failure = await this.attempt(batch)
-      }
-      if (failure && failure.kind !== 'malformed') {
-        this.fail(failure)
-        continue
-      }
-      if (failure) await this.deadLetter(batch, failure)
-      else {
-        this.o.stats.rowsWritten += batch.rows
-        this.o.stats.recordBatch((performance.now() - started) / 1000)
-        if (this.failure !== undefined)
-          this.o.logger.info('Sink delivers again.', { sink: this.o.sink, table: this.o.table })
-        this.failure = undefined
-        this.retryDelay = 0
-      }
+      if ((await this.deliver(batch)) === 'retry') continue
       await this.o.spool.ackBatch(run)
     }
   }
