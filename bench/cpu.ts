@@ -24,6 +24,7 @@
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs'
 import { join, resolve } from 'node:path'
 import { corpusLines, generateCorpus } from './corpus.ts'
+import { replayCorpus, waitReady } from './load.ts'
 
 const root = resolve(import.meta.dir, '..')
 const out = join(root, 'bench/out')
@@ -103,40 +104,6 @@ function cpuSeconds(pid: number): number {
   return seconds
 }
 
-async function wrk(port: number, duration: number, seed: number): Promise<number> {
-  const proc = Bun.spawn(
-    [
-      'wrk',
-      '-t1',
-      `-c${connections}`,
-      `-d${duration}s`,
-      '-s',
-      join(root, 'bench/replay.lua'),
-      `http://127.0.0.1:${port}/api/event`,
-      '--',
-      join(out, 'corpus.tsv'),
-      String(seed),
-      ...(rate > 0 ? [String(delayMs)] : []),
-    ],
-    { cwd: root, stdout: 'pipe', stderr: 'pipe' },
-  )
-  const text = await new Response(proc.stdout).text()
-  await proc.exited
-  return Number(/(\d+) requests in/.exec(text)?.[1] ?? 0)
-}
-
-async function ready(port: number): Promise<void> {
-  for (let i = 0; i < 200; i++) {
-    try {
-      await fetch(`http://127.0.0.1:${port}/api/event`, { method: 'POST', body: '{}' })
-      return
-    } catch {
-      await Bun.sleep(100)
-    }
-  }
-  throw new Error('server did not start')
-}
-
 mkdirSync(out, { recursive: true })
 writeFileSync(join(out, 'corpus.tsv'), corpusLines(generateCorpus()))
 const results = new Map<string, number[]>()
@@ -145,10 +112,15 @@ for (let round = 0; round < rounds; round++) {
   for (const name of only) {
     const proc = Bun.spawn(commandFor(name)!(port), { cwd: root, stdout: 'ignore', stderr: 'ignore' })
     try {
-      await ready(port)
-      await wrk(port, warmup, 1)
+      await waitReady(port, 'post')
+      await replayCorpus(port, { seconds: warmup, seed: 1, connections, delayMs: rate > 0 ? delayMs : undefined })
       const before = cpuSeconds(proc.pid)
-      const requests = await wrk(port, seconds, 2)
+      const requests = await replayCorpus(port, {
+        seconds,
+        seed: 2,
+        connections,
+        delayMs: rate > 0 ? delayMs : undefined,
+      })
       const spent = cpuSeconds(proc.pid) - before
       results.set(name, [...(results.get(name) ?? []), (spent * 1e6) / requests])
       console.log(

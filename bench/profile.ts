@@ -12,6 +12,7 @@ import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSyn
 import { tmpdir } from 'node:os'
 import { join, resolve } from 'node:path'
 import { corpusLines, generateCorpus } from './corpus.ts'
+import { replayCorpus, waitReady } from './load.ts'
 
 const root = resolve(import.meta.dir, '..')
 const out = join(root, 'bench/out')
@@ -45,39 +46,6 @@ interface Profile {
   samples: number[]
   /** Microseconds from the previous sample (the first: from the profile's start). */
   timeDeltas: number[]
-}
-
-async function wrk(port: number, duration: number, seed: number): Promise<number> {
-  const proc = Bun.spawn(
-    [
-      'wrk',
-      '-t1',
-      '-c64',
-      `-d${duration}s`,
-      '-s',
-      join(root, 'bench/replay.lua'),
-      `http://127.0.0.1:${port}/api/event`,
-      '--',
-      join(out, 'corpus.tsv'),
-      String(seed),
-    ],
-    { cwd: root, stdout: 'pipe', stderr: 'pipe' },
-  )
-  const text = await new Response(proc.stdout).text()
-  await proc.exited
-  return Number(/(\d+) requests in/.exec(text)?.[1] ?? 0)
-}
-
-async function ready(port: number): Promise<void> {
-  for (let i = 0; i < 200; i++) {
-    try {
-      await fetch(`http://127.0.0.1:${port}/health`)
-      return
-    } catch {
-      await Bun.sleep(100)
-    }
-  }
-  throw new Error('server did not start')
 }
 
 /** The component a frame belongs to, or undefined for frames that only pass through. */
@@ -181,10 +149,10 @@ const spawned = performance.now()
 let requests = 0
 let window = { from: 0, to: 0 }
 try {
-  await ready(port)
-  if (warmup > 0) await wrk(port, warmup, 1)
+  await waitReady(port, 'health')
+  if (warmup > 0) await replayCorpus(port, { seconds: warmup, seed: 1, connections: 64 })
   const from = performance.now()
-  requests = await wrk(port, seconds, 2)
+  requests = await replayCorpus(port, { seconds, seed: 2, connections: 64 })
   window = { from: (from - spawned) * 1000, to: (performance.now() - spawned) * 1000 }
 } finally {
   proc.kill('SIGTERM')

@@ -16,6 +16,7 @@ import { cpus, totalmem } from 'node:os'
 import { join, resolve } from 'node:path'
 import { parse as parseYaml, stringify as stringifyYaml } from 'yaml'
 import { corpusLines, generateCorpus } from './corpus.ts'
+import { waitReady } from './load.ts'
 
 const root = resolve(import.meta.dir, '..')
 const out = join(root, 'bench/out')
@@ -176,24 +177,6 @@ async function wrk(port: number, script: string, args: string[], duration: numbe
   const p99 = parseDuration(/\s99%\s+(\S+)/.exec(text)?.[1] ?? '')
   const non2xx = Number(/Non-2xx or 3xx responses: (\d+)/.exec(text)?.[1] ?? 0)
   return { rps, p50, p99, non2xx }
-}
-
-async function waitReady(port: number, how: 'post' | 'health', proc: Bun.Subprocess): Promise<void> {
-  const deadline = Date.now() + 20_000
-  while (Date.now() < deadline) {
-    if (proc.exitCode !== null) throw new Error(`server exited with ${proc.exitCode}`)
-    try {
-      const res =
-        how === 'health'
-          ? await fetch(`http://127.0.0.1:${port}/health`)
-          : await fetch(`http://127.0.0.1:${port}/api/event`, { method: 'POST', body: '{}' })
-      if (res.status < 500) return
-    } catch {
-      // not up yet
-    }
-    await Bun.sleep(100)
-  }
-  throw new Error('server did not become ready')
 }
 
 /** Peak RSS in MB of a process and its children (the workers of `--workers`), added. */
