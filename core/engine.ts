@@ -30,7 +30,7 @@ import type { Listener } from './runtime/index.ts'
 import { type SinkDefinition, type SinkInstance, SinkStats } from './sink.ts'
 import { SiteRefresher } from './site-sources.ts'
 import { createSiteTable, type SiteConfig } from './sites.ts'
-import { WorkerLink } from './workers/link.ts'
+import { type LinkDeps, WorkerLink } from './workers/link.ts'
 import type { WorkerRun } from './workers/supervisor.ts'
 
 export interface EngineSink {
@@ -285,6 +285,12 @@ export async function createEngine(config: ResolvedConfig, options: EngineOption
     await Promise.all(durableSinks.map((s) => s.sync?.()))
     return settled
   }
+  // The pipeline from each event's `starts` step (from the first without), then, under
+  // `ack: durable`, the commit; chosen once here so a request pays no branch for it.
+  const processFrom: LinkDeps['processFrom'] =
+    durableSinks.length > 0
+      ? (events, starts) => durably(pipeline.process(events, starts))
+      : (events, starts) => pipeline.process(events, starts)
   // serve --workers N: events go to the worker owning their client IP (core/workers/link.ts).
   const link =
     options.workerRun && worker.count > 1
@@ -293,10 +299,7 @@ export async function createEngine(config: ResolvedConfig, options: EngineOption
           sites,
           ownerStep: pipeline.ownerStep,
           runPrefix: (event) => pipeline.runPrefix(event),
-          processFrom:
-            durableSinks.length > 0
-              ? (events, starts) => durably(pipeline.process(events, starts))
-              : (events, starts) => pipeline.process(events, starts),
+          processFrom,
           metricsText: () => metrics.render(),
           logger,
           counters: { forwarded: 0, fallback: 0, received: 0, interrupted: 0 },
@@ -305,11 +308,7 @@ export async function createEngine(config: ResolvedConfig, options: EngineOption
   if (link) metrics.workerLink = link.deps.counters
   const ingest: Ingest = {
     newEvent: eventFromRequest,
-    process: link
-      ? (events) => link.process(events)
-      : durableSinks.length > 0
-        ? (events) => durably(pipeline.process(events))
-        : (events) => pipeline.process(events),
+    process: link ? (events) => link.process(events) : (events) => processFrom(events),
     recordDrop: (event, drop) => pipeline.recordDrop(event, drop),
   }
 

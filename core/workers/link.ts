@@ -66,7 +66,7 @@ export interface LinkDeps {
   /** Steps before ownerStep on one event, counting nothing (Pipeline.runPrefix). */
   runPrefix(event: AnalyticsEvent): boolean | Promise<boolean>
   /** The rest of the pipeline and, under `ack: durable`, the commit. */
-  processFrom(events: AnalyticsEvent[], starts: readonly number[]): RunResult[] | Promise<RunResult[]>
+  processFrom(events: AnalyticsEvent[], starts?: readonly number[]): RunResult[] | Promise<RunResult[]>
   /** This worker's own /metrics text. */
   metricsText(): string
   logger: Logger
