@@ -1,6 +1,7 @@
 // What the benchmarks share to drive a server: waiting until it answers, and wrk replaying the
 // corpus (bench/out/corpus.tsv, written by the caller) against its Plausible route.
 
+import { rmSync } from 'node:fs'
 import { join, resolve } from 'node:path'
 
 const root = resolve(import.meta.dir, '..')
@@ -54,4 +55,15 @@ export async function replayCorpus(
   const text = await new Response(proc.stdout).text()
   await proc.exited
   return Number(/(\d+) requests in/.exec(text)?.[1] ?? 0)
+}
+
+/**
+ * The environment for a server under test: the bench configs keep their state in `${BENCH_STATE}`,
+ * emptied here before each start. Otherwise each run would restore the sessions the previous runs
+ * saved at shutdown (a 60 MB snapshot of 170,000 sessions had piled up), and measure them too.
+ */
+export function freshStateEnv(): Record<string, string | undefined> {
+  const dir = join(root, 'bench/out/state')
+  rmSync(dir, { recursive: true, force: true })
+  return { ...process.env, BENCH_STATE: dir }
 }
