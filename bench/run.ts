@@ -1,7 +1,8 @@
 // The benchmark (`npm run bench`): the engine beside a bare server of the same runtime, in the same
 // run, alternating, with load from a separate process (Debian's wrk) replaying a fixed-seed corpus.
 // Reports requests/s (median of the rounds), p50/p99 latency at half of each variant's peak, peak RSS,
-// and the ratio engine / bare. Writes bench/results.md.
+// and the ratio engine / bare. A full run rewrites the generated part of bench/results.md (between its
+// markers); a run with --only writes bench/out/results-partial.md.
 //
 // Each server is loaded for `--warmup` seconds before it is measured: the engine's JIT compiler is
 // still busy for about ten seconds under load (its compiler threads took 16-18% of the process's
@@ -32,6 +33,9 @@ const seconds = Number(flag('seconds', '10'))
 const connections = Number(flag('connections', '64'))
 const warmup = Number(flag('warmup', '10'))
 const only = flag('only', '')
+/** The part of bench/results.md a full run rewrites; everything around it is kept. */
+const GENERATED_START = '<!-- npm run bench: generated from here -->'
+const GENERATED_END = '<!-- npm run bench: generated up to here -->'
 
 interface Variant {
   name: string
@@ -290,9 +294,7 @@ async function main() {
       (r) => `| ${r.variant} | ${r.rps} | ${r.ratio} | ${r.fixed} | ${r.p50} | ${r.p99} | ${r.rss} | ${r.what} |`,
     ),
   ].join('\n')
-  const report = `# Benchmark results
-
-Run on ${new Date().toISOString().slice(0, 10)}: ${machine()}. Load: wrk 1 thread, ${connections} connections,
+  const report = `Run on ${new Date().toISOString().slice(0, 10)}: ${machine()}. Load: wrk 1 thread, ${connections} connections,
 ${seconds} s per run after a ${warmup} s warm-up at full load, ${rounds} rounds alternating the variants; the corpus is
 bench/corpus.ts with seed 42 (200,000 requests: ~2,000 user agents, ~100,000 client IPs, 5 sites,
 page views, custom events with props, engagement, ~5% bots and spam). wrk and the server share the
@@ -304,8 +306,25 @@ ${table}
 
 Reproduce: \`npm run bench\` (needs \`wrk\`: \`apt-get install -y wrk\`).
 `
-  writeFileSync(join(root, 'bench/results.md'), report)
   console.log(table)
+  // A run of some variants only (--only) goes to bench/out; a full run replaces the generated part of
+  // bench/results.md and keeps the measurements and notes written around it.
+  if (only !== '') {
+    writeFileSync(join(out, 'results-partial.md'), report)
+    console.log('(a run with --only: written to bench/out/results-partial.md, bench/results.md unchanged)')
+    return
+  }
+  const file = join(root, 'bench/results.md')
+  const previous = existsSync(file) ? readFileSync(file, 'utf8') : ''
+  const start = previous.indexOf(GENERATED_START)
+  const end = previous.indexOf(GENERATED_END)
+  const generated = `${GENERATED_START}\n${report}${GENERATED_END}`
+  writeFileSync(
+    file,
+    start >= 0 && end > start
+      ? previous.slice(0, start) + generated + previous.slice(end + GENERATED_END.length)
+      : `# Benchmark results\n\n${generated}\n${previous.replace(/^# Benchmark results\n+/, '')}`,
+  )
 }
 
 await main()
