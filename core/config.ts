@@ -74,6 +74,12 @@ export const ServerSchema = Type.Object(
         errorMessage: 'expected a number of workers (1 or more) or auto',
       }),
     ),
+    batchRequests: Type.Optional(
+      Type.Boolean({
+        description:
+          'Requests whose body arrives in one event-loop turn go through the pipeline together at the end of the turn: about half the CPU per request under load. Default true. Set false for HTTP/1.1 clients that pipeline requests on one connection: Bun closes such a connection, unanswered, when a pipelined request arrives while an earlier answer still waits (docs/performance.md).',
+      }),
+    ),
     affinity: Type.Optional(
       Type.Boolean({
         description:
@@ -232,6 +238,8 @@ export interface ResolvedConfig {
     workers: number | 'auto'
     /** Owner-per-client-IP routing between workers; absent = on when workers > 1. */
     affinity?: boolean
+    /** Requests of one event-loop turn processed together (core/http.ts TurnBatch); absent = on. */
+    batchRequests?: boolean
   }
   /** The sites in use: inline, or as a source answered when the config was resolved. */
   sites: SiteConfig[] | 'any'

@@ -341,6 +341,7 @@ export async function createEngine(config: ResolvedConfig, options: EngineOption
     logger,
     bodyLimit: config.server.bodyLimit,
     deadlines,
+    batchRequests: config.server.batchRequests ?? true,
     health,
     peerOf: (request) => handedPeers.get(request),
     requestStarted: () => {

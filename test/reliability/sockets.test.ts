@@ -27,13 +27,13 @@ interface Exchange {
  * Opens a connection, writes `chunks` (a number waits that many milliseconds), then waits until the
  * server closes the connection or `waitMs` passes.
  */
-async function exchange(chunks: (string | number)[], waitMs = 1500): Promise<Exchange> {
+async function exchange(chunks: (string | number)[], waitMs = 1500, toPort = port): Promise<Exchange> {
   let answer = ''
   let closedAfter = -1
   const start = performance.now()
   const socket = await Bun.connect({
     hostname: '127.0.0.1',
-    port,
+    port: toPort,
     socket: {
       data(_s, chunk) {
         answer += new TextDecoder().decode(chunk)
@@ -175,14 +175,49 @@ describe('malformed HTTP is refused by the runtime, never reaches a dialect', ()
     expect(headers.includes('\u001b') || headers.includes('\u0000')).toBe(false)
   })
 
-  test('the engine still serves well-formed requests afterwards, chunked and pipelined too', async () => {
+  test('the engine still serves well-formed requests afterwards, chunked and on a kept-alive connection', async () => {
     const chunked = await exchange(
       [`${head('Transfer-Encoding: chunked\r\n')}\r\n${BODY.length.toString(16)}\r\n${BODY}\r\n0\r\n\r\n`],
       300,
     )
     expect(statusOf(chunked.answer)).toBe(202)
+    // Three requests on one connection, each sent once the one before has its answer.
     const one = `${head(`Content-Length: ${BODY.length}\r\n`)}\r\n${BODY}`
-    const pipelined = await exchange([one + one + one], 300)
-    expect(pipelined.answer.match(/HTTP\/1\.1 202/g)).toHaveLength(3)
+    const kept = await exchange([one, 100, one, 100, one], 300)
+    expect(kept.answer.match(/HTTP\/1\.1 202/g)).toHaveLength(3)
+  })
+})
+
+// HTTP/1.1 pipelining (several requests written before any answer) against `server.batchRequests`
+// (docs/performance.md): Bun closes a connection, unanswered, when a pipelined request arrives while
+// the answer ahead of it still waits, which a batched request always does for one event-loop turn.
+describe('pipelined requests', () => {
+  const one = `${head(`Content-Length: ${BODY.length}\r\n`)}\r\n${BODY}`
+
+  test('with batchRequests: false, three pipelined requests get three 202s and are all stored', async () => {
+    const direct = await standardEngine({ server: { port: 0, host: '127.0.0.1', batchRequests: false } })
+    try {
+      const listening = await direct.engine.listen()
+      const pipelined = await exchange([one + one + one], 300, listening.port)
+      expect(pipelined.answer.match(/HTTP\/1\.1 202/g)).toHaveLength(3)
+      expect(direct.events()).toHaveLength(3)
+    } finally {
+      await direct.close()
+    }
+  })
+
+  test('batched (the default): the connection closes unanswered and none of its events is stored', async () => {
+    const before = t.events().length
+    const pipelined = await exchange([one + one + one], 1000)
+    expect(pipelined.answer).toBe('')
+    expect(pipelined.closedAfter).toBeGreaterThan(0)
+    // The first request reached the engine, but its client saw no answer: it is not taken, so a
+    // client that retries cannot make a duplicate. The two behind it never reached the engine.
+    await Bun.sleep(50)
+    expect(t.events().length).toBe(before)
+    // The same three requests, one at a time, are taken.
+    const kept = await exchange([one, 100, one, 100, one], 300)
+    expect(kept.answer.match(/HTTP\/1\.1 202/g)).toHaveLength(3)
+    expect(t.events().length).toBe(before + 3)
   })
 })
