@@ -50,6 +50,9 @@ interface Sample {
   retries: number
   deadLetters: number
   accepted: number
+  /** Time spent in successful inserts so far (seconds, all tables) and their number. */
+  insertSeconds: number
+  inserts: number
   /** CPU seconds of the engine and of clickhouse-server so far, and the machine's jiffies. */
   engineCpu: number
   clickhouseCpu: number
@@ -80,6 +83,8 @@ async function scrape(port: number, t: number): Promise<Sample | undefined> {
       retries: metricValue(text, 'analytics_sink_retries_total'),
       deadLetters: metricValue(text, 'analytics_sink_dead_letters_total'),
       accepted: metricValue(text, 'analytics_events_accepted_total'),
+      insertSeconds: metricValue(text, 'analytics_sink_batch_duration_seconds_sum'),
+      inserts: metricValue(text, 'analytics_sink_batch_duration_seconds_count'),
       engineCpu: cpuSeconds(pids.engine),
       clickhouseCpu: cpuSeconds(pids.clickhouse),
       machine: machineTicks(),
@@ -235,6 +240,12 @@ async function main(): Promise<number> {
     const window = during.filter((s) => s.t >= to.t - 30 && s.t <= to.t)
     const queueSlope = slope(window.map((s) => ({ t: s.t, y: s.queued })))
     const spoolSlope = slope(window.map((s) => ({ t: s.t, y: s.spoolBytes })))
+    // The queue is a saw-tooth (a lane fills to batchRows, then empties in one insert), so a slope
+    // over it depends on where the teeth fall: growth is the mean of the window's last third against
+    // its first third.
+    const third = Math.max(1, Math.floor(window.length / 3))
+    const mean = (xs: Sample[]) => xs.reduce((a, s) => a + s.queued, 0) / (xs.length || 1)
+    const queueGrowth = mean(window.slice(-third)) - mean(window.slice(0, third))
     const maxQueue = Math.max(...during.map((s) => s.queued))
     const maxSpool = Math.max(...during.map((s) => s.spoolBytes))
     const requestRate = requests / seconds
@@ -246,10 +257,17 @@ async function main(): Promise<number> {
       `\nover ${span.toFixed(0)} s of load: ${fmt(requestRate)} requests/s (wrk), ${fmt(acceptedRate)} events accepted/s, ${fmt(writtenRate)} rows written/s to ClickHouse (events + sessions + counters)`,
     )
     console.log(
-      `CPU: engine ${cores(from.engineCpu, to.engineCpu)} cores, clickhouse-server ${cores(from.clickhouseCpu, to.clickhouseCpu)} cores, machine ${(machineBusy * 100).toFixed(0)}% busy of ${navigator.hardwareConcurrency} cores; load average ${loadAvgAfter}`,
+      `CPU: engine ${cores(from.engineCpu, to.engineCpu)} cores (${(((to.engineCpu - from.engineCpu) * 1e6) / (to.accepted - from.accepted || 1)).toFixed(0)} µs per accepted event), clickhouse-server ${cores(from.clickhouseCpu, to.clickhouseCpu)} cores, machine ${(machineBusy * 100).toFixed(0)}% busy of ${navigator.hardwareConcurrency} cores; load average ${loadAvgAfter}`,
+    )
+    const inserts = to.inserts - from.inserts
+    const insertS = to.insertSeconds - from.insertSeconds
+    // One insert in flight per table: the events lane alone carries about half the rows, so its share
+    // of the wall time is what runs out first; the sum over the lanes is shown.
+    console.log(
+      `inserts: ${inserts} (${fmt((to.written - from.written) / (inserts || 1))} rows each on average), ${((insertS / (inserts || 1)) * 1000).toFixed(0)} ms each on average; the lanes spent ${((insertS / span) * 100).toFixed(0)}% of the wall time in inserts (summed over tables)`,
     )
     console.log(
-      `queue (rows in memory): first ${fmt(from.queued)}, last ${fmt(to.queued)}, max ${fmt(maxQueue)}; last 30 s trend ${fmt(queueSlope, 1)} rows/s`,
+      `queue (rows in memory): first ${fmt(from.queued)}, last ${fmt(to.queued)}, max ${fmt(maxQueue)}; last 30 s: slope ${fmt(queueSlope, 1)} rows/s, mean of the last third − the first third ${fmt(queueGrowth)} rows`,
     )
     console.log(
       `spool (disk): first ${mb(from.spoolBytes)}, last ${mb(to.spoolBytes)}, max ${mb(maxSpool)}; last 30 s trend ${fmt(spoolSlope / 1024, 1)} KB/s`,
@@ -275,14 +293,15 @@ async function main(): Promise<number> {
     )
 
     // Verdict. The lane spills to the spool once more than three batches wait in memory, so a sink
-    // that falls behind shows as spool bytes; a queue that climbs by more than a batch over the last
-    // 30 s is falling behind too.
+    // that falls behind shows as spool bytes; a queue whose mean climbs by more than a batch over the
+    // last 30 s is falling behind too.
     const batchRows = Number(sinkOptions.batchRows)
     const reasons: string[] = []
     if (maxSpool > 0 && spoolSlope > 0)
       reasons.push(`the spool grew to ${mb(maxSpool)} (${fmt(spoolSlope / 1024, 1)} KB/s over the last 30 s)`)
     else if (maxSpool > 0) reasons.push(`the spool was used (max ${mb(maxSpool)})`)
-    if (queueSlope * 30 > batchRows) reasons.push(`the queue grew by ${fmt(queueSlope * 30)} rows over the last 30 s`)
+    if (queueGrowth > batchRows)
+      reasons.push(`the queue's mean grew by ${fmt(queueGrowth)} rows (more than a batch) over the last 30 s`)
     if (drained === undefined) reasons.push('the queue did not empty within 300 s after the load')
     if (last.failed > 0 || last.deadLetters > 0)
       reasons.push(`${last.failed} rows failed, ${last.deadLetters} dead letters`)
