@@ -24,7 +24,7 @@
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs'
 import { join, resolve } from 'node:path'
 import { corpusLines, generateCorpus } from './corpus.ts'
-import { replayCorpus, waitReady } from './load.ts'
+import { freshStateEnv, replayCorpus, waitReady } from './load.ts'
 
 const root = resolve(import.meta.dir, '..')
 const out = join(root, 'bench/out')
@@ -110,7 +110,12 @@ const results = new Map<string, number[]>()
 let port = 18600 + Math.floor(Math.random() * 300)
 for (let round = 0; round < rounds; round++) {
   for (const name of only) {
-    const proc = Bun.spawn(commandFor(name)!(port), { cwd: root, stdout: 'ignore', stderr: 'ignore' })
+    const proc = Bun.spawn(commandFor(name)!(port), {
+      cwd: root,
+      stdout: 'ignore',
+      stderr: 'ignore',
+      env: freshStateEnv(),
+    })
     try {
       await waitReady(port, 'post')
       await replayCorpus(port, { seconds: warmup, seed: 1, connections, delayMs: rate > 0 ? delayMs : undefined })

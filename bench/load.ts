@@ -86,3 +86,14 @@ export async function replayCorpus(
   await proc.exited
   return Number(/(\d+) requests in/.exec(text)?.[1] ?? 0)
 }
+
+/**
+ * The environment for a server under test: the bench configs keep their state in `${BENCH_STATE}`,
+ * emptied here before each start. Otherwise each run would restore the sessions the previous runs
+ * saved at shutdown (a 60 MB snapshot of 170,000 sessions had piled up), and measure them too.
+ */
+export function freshStateEnv(): Record<string, string | undefined> {
+  const dir = join(root, 'bench/out/state')
+  rmSync(dir, { recursive: true, force: true })
+  return { ...process.env, BENCH_STATE: dir }
+}

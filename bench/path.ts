@@ -11,8 +11,9 @@
 //
 //   bun bench/path.ts [--config bench/cases/engine-stdout.yaml] [--requests 10000] [--passes 15] [--root DIR] > /dev/null
 
-import { readFileSync } from 'node:fs'
-import { resolve } from 'node:path'
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join, resolve } from 'node:path'
 import { generateCorpus } from './corpus.ts'
 
 const flag = (name: string, fallback: string) => {
@@ -31,6 +32,8 @@ const { silentLogger } = (await import(`${root}/core/logger.ts`)) as typeof impo
 const { parse } = await import('yaml')
 
 const raw = parse(readFileSync(configPath, 'utf8')) as Record<string, unknown>
+// A fresh state folder: no sessions restored from an earlier run's snapshot.
+raw.stateDir = mkdtempSync(join(tmpdir(), 'bench-path-'))
 const config = await resolveConfig(raw, { source: configPath, baseDir: resolve(configPath, '..'), vars: {} })
 const engine = await createEngine(config, { logger: silentLogger })
 const corpus = generateCorpus(count, 11)
@@ -61,6 +64,7 @@ for (let i = 0; i < warmups; i++) await pass()
 const results: number[] = []
 for (let i = 0; i < passes; i++) results.push(await pass())
 await engine.shutdown()
+rmSync(raw.stateDir as string, { recursive: true, force: true })
 results.sort((a, b) => a - b)
 // Other work on the machine only ever adds to a pass's CPU time: the lowest passes are the truest.
 process.stderr.write(

@@ -12,7 +12,7 @@ import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSyn
 import { tmpdir } from 'node:os'
 import { join, resolve } from 'node:path'
 import { corpusLines, generateCorpus } from './corpus.ts'
-import { replayCorpus, waitReady } from './load.ts'
+import { freshStateEnv, replayCorpus, waitReady } from './load.ts'
 
 const root = resolve(import.meta.dir, '..')
 const out = join(root, 'bench/out')
@@ -142,7 +142,7 @@ const proc = Bun.spawn(
     '--port',
     String(port),
   ],
-  { cwd: root, stdout: 'ignore', stderr: 'ignore' },
+  { cwd: root, stdout: 'ignore', stderr: 'ignore', env: freshStateEnv() },
 )
 // The profile starts with the process: the window is timed from the spawn.
 const spawned = performance.now()

@@ -20,7 +20,7 @@ import { cpus, totalmem } from 'node:os'
 import { join, resolve } from 'node:path'
 import { type ClickHouseServer, clickhouseBinary, startClickHouse } from '../test/clickhouse/harness.ts'
 import { corpusLines, generateCorpus } from './corpus.ts'
-import { benchConfig, waitReady } from './load.ts'
+import { benchConfig, freshStateEnv, waitReady } from './load.ts'
 
 const root = resolve(import.meta.dir, '..')
 const out = join(root, 'bench/out')
@@ -212,7 +212,7 @@ async function runOnce(
   port: number,
   load: (port: number) => Promise<WrkResult>,
 ): Promise<WrkResult & { rssMb: number }> {
-  const proc = Bun.spawn(variant.command(port), { cwd: root, stdout: 'ignore', stderr: 'ignore' })
+  const proc = Bun.spawn(variant.command(port), { cwd: root, stdout: 'ignore', stderr: 'ignore', env: freshStateEnv() })
   try {
     await waitReady(port, variant.ready, proc)
     await wrk(port, join(root, 'bench/replay.lua'), [join(out, 'corpus.tsv'), '1'], warmup, connections)
