@@ -271,7 +271,11 @@ export class TurnBatch {
   private waiting: Waiting[] = []
   private readonly flush = () => this.runAll()
 
-  constructor(private readonly ingest: Ingest) {}
+  constructor(
+    private readonly ingest: Ingest,
+    /** Told of each request whose connection Bun closed before its turn. */
+    private readonly onAborted: (route: Route) => void,
+  ) {}
 
   handle(route: Route, req: IngestRequest): Promise<Response> {
     if (this.waiting.length === 0) setImmediate(this.flush)
@@ -288,6 +292,7 @@ export class TurnBatch {
         // Bun has closed this connection unanswered (a request pipelined behind it): the client saw
         // nothing, so its events are not taken either, and a retry cannot make a duplicate.
         if (w.req.request.signal.aborted) {
+          this.onAborted(w.route)
           w.resolve(clientClosed())
           continue
         }
@@ -378,7 +383,16 @@ function failedResponse(host: HttpHost, label: string, error: unknown): Response
 export function buildHttpApp(host: HttpHost) {
   const app = new Elysia({ normalize: false })
   const native: NativeRoutes = {}
-  const turn = host.batchRequests ? new TurnBatch(host.ingest) : undefined
+  const turn = host.batchRequests
+    ? new TurnBatch(host.ingest, (route) =>
+        host.logger.throttled(
+          'http:aborted',
+          'warn',
+          'A connection closed before its request was processed; its events were not taken. Bun closes a connection that pipelines HTTP/1.1 requests while an answer waits: if clients pipeline, set server.batchRequests: false.',
+          { route: route.path },
+        ),
+      )
+    : undefined
 
   for (const route of host.routes) {
     const handle = ingestHandler(host, route, turn)

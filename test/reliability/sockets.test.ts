@@ -6,7 +6,7 @@
 // The stalled-headers case takes about 12 seconds; it runs with RELIABILITY_SLOW=1.
 
 import { afterAll, describe, expect, test } from 'bun:test'
-import { standardEngine } from './harness.ts'
+import { capturingLogger, standardEngine, standardPlugins, startLoggedEngine } from './harness.ts'
 
 const BODY_TIMEOUT_MS = 300
 const IDLE_SECONDS = 1
@@ -27,7 +27,11 @@ interface Exchange {
  * Opens a connection, writes `chunks` (a number waits that many milliseconds), then waits until the
  * server closes the connection or `waitMs` passes.
  */
-async function exchange(chunks: (string | number)[], waitMs = 1500, toPort = port): Promise<Exchange> {
+async function exchange(chunks: (string | number)[], waitMs = 1500): Promise<Exchange> {
+  return exchangeWith(chunks, waitMs, port)
+}
+
+async function exchangeWith(chunks: (string | number)[], waitMs: number, toPort: number): Promise<Exchange> {
   let answer = ''
   let closedAfter = -1
   const start = performance.now()
@@ -198,7 +202,7 @@ describe('pipelined requests', () => {
     const direct = await standardEngine({ server: { port: 0, host: '127.0.0.1', batchRequests: false } })
     try {
       const listening = await direct.engine.listen()
-      const pipelined = await exchange([one + one + one], 300, listening.port)
+      const pipelined = await exchangeWith([one + one + one], 300, listening.port)
       expect(pipelined.answer.match(/HTTP\/1\.1 202/g)).toHaveLength(3)
       expect(direct.events()).toHaveLength(3)
     } finally {
@@ -206,7 +210,14 @@ describe('pipelined requests', () => {
     }
   })
 
-  test('batched (the default): the connection closes unanswered and none of its events is stored', async () => {
+  test('batched (the default): the connection closes unanswered, none of its events is stored, and the log says why', async () => {
+    const { logger, lines } = capturingLogger()
+    const t = await startLoggedEngine(
+      { server: { port: 0, host: '127.0.0.1' }, sites: [{ id: 1, domain: 'example.com' }], plugins: standardPlugins() },
+      logger,
+    )
+    const { port: batchedPort } = await t.engine.listen()
+    const exchange = (chunks: (string | number)[], waitMs: number) => exchangeWith(chunks, waitMs, batchedPort)
     const before = t.events().length
     const pipelined = await exchange([one + one + one], 1000)
     expect(pipelined.answer).toBe('')
@@ -219,5 +230,7 @@ describe('pipelined requests', () => {
     const kept = await exchange([one, 100, one, 100, one], 300)
     expect(kept.answer.match(/HTTP\/1\.1 202/g)).toHaveLength(3)
     expect(t.events().length).toBe(before + 3)
+    expect(lines.filter((l) => l.includes('server.batchRequests: false'))).toHaveLength(1)
+    await t.close()
   })
 })
