@@ -71,7 +71,7 @@ let clickhouse: ClickHouseServer | undefined
 function clickhouseConfig(port: number): string {
   if (!clickhouse) throw new Error('clickhouse-server was not started')
   return benchConfig(
-    `engine-clickhouse-${port}`,
+    'engine-clickhouse',
     {
       clickhouse: { url: clickhouse.url, database: `bench_${port}`, batchRows: 10000, flushIntervalMs: 1000 },
     },

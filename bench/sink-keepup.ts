@@ -9,7 +9,8 @@
 // the load it times how long the queue and spool take to empty, then checks that ClickHouse holds
 // exactly what the engine accepted, and prints a verdict line `keeps up: yes|no (reason)`.
 //
-// wrk, the engine and ClickHouse share the machine's cores, as they do in bench/run.ts.
+// wrk, the engine and ClickHouse share the machine's cores, as they do in bench/run.ts. The engine's
+// log goes to bench/out/sink-keepup-engine.log. Exits 1 when the sink does not keep up.
 //
 //   bun bench/sink-keepup.ts [--seconds 60] [--warmup 10] [--rate 0] [--connections 64]
 //                            [--sink '{"batchRows":10000}']   (options merged into the sink's)
