@@ -1,10 +1,40 @@
-// What the benchmarks share to drive a server: waiting until it answers, and wrk replaying the
-// corpus (bench/out/corpus.tsv, written by the caller) against its Plausible route.
+// What the benchmarks share to drive a server: the bench config with another sink, waiting until it
+// answers, and wrk replaying the corpus (bench/out/corpus.tsv, written by the caller) against its
+// Plausible route.
 
-import { rmSync } from 'node:fs'
+import { mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
 import { join, resolve } from 'node:path'
+import { parse as parseYaml, stringify as stringifyYaml } from 'yaml'
 
 const root = resolve(import.meta.dir, '..')
+const out = join(root, 'bench/out')
+
+/**
+ * The bench config (bench/cases/engine-stdout.yaml) with `sink` in place of stdout and `ack` set,
+ * written to bench/out/<name>.yaml with the spam list's path made absolute. Its state folder (spool,
+ * database) is bench/out/state-<name>, emptied first. Returns the file.
+ */
+export function benchConfig(name: string, sink: Record<string, unknown>, ack: 'received' | 'durable'): string {
+  const config = parseYaml(readFileSync(join(root, 'bench/cases/engine-stdout.yaml'), 'utf8')) as {
+    plugins: unknown[]
+    sinks: unknown[]
+    ack?: string
+    stateDir?: string
+  }
+  config.plugins = config.plugins.map((p) =>
+    typeof p === 'object' && p !== null && 'spam-referrers' in p
+      ? { 'spam-referrers': { lists: [join(root, 'bench/cases/spammers.txt')] } }
+      : p,
+  )
+  config.sinks = [sink]
+  config.ack = ack
+  config.stateDir = join(out, `state-${name}`)
+  rmSync(config.stateDir, { recursive: true, force: true })
+  mkdirSync(out, { recursive: true })
+  const file = join(out, `${name}.yaml`)
+  writeFileSync(file, stringifyYaml(config))
+  return file
+}
 
 /**
  * Resolves once the server on `port` answers below 500: `health` asks /health (the engine), `post`

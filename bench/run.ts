@@ -10,14 +10,18 @@
 // about 15 s), while a bare server has almost nothing to compile. A server runs for days, so its
 // steady state is what is compared.
 //
+// `engine-clickhouse` writes to a real clickhouse-server (started by test/clickhouse/harness.ts on
+// free ports with a temporary folder, on the same cores as wrk and the engine); it is skipped, with a
+// message, when no server binary is installed. bench/sink-keepup.ts checks whether that sink keeps up.
+//
 //   bun bench/run.ts [--rounds 3] [--seconds 10] [--warmup 10] [--connections 64] [--only bare-bun,engine-bun]
 
-import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs'
 import { cpus, totalmem } from 'node:os'
 import { join, resolve } from 'node:path'
-import { parse as parseYaml, stringify as stringifyYaml } from 'yaml'
+import { type ClickHouseServer, clickhouseBinary, startClickHouse } from '../test/clickhouse/harness.ts'
 import { corpusLines, generateCorpus } from './corpus.ts'
-import { freshStateEnv, waitReady } from './load.ts'
+import { benchConfig, freshStateEnv, waitReady } from './load.ts'
 
 const root = resolve(import.meta.dir, '..')
 const out = join(root, 'bench/out')
@@ -46,35 +50,37 @@ interface Variant {
   command: (port: number) => string[]
   ready: 'post' | 'health'
   available: () => boolean
+  /** Why the variant is skipped when `available` says no. */
+  missing?: string
   description: string
 }
 
 /**
  * The bench config with the embedded ClickHouse sink (chdb) in place of stdout and `ack` set, so
  * `ack: durable` (202 after the group commit's fsync) is measured against `ack: received` with the
- * same sink. Written to bench/out, with the spam list's path made absolute; each variant has its own
- * state folder (spool, database), emptied before the run.
+ * same sink.
  */
 function chdbConfig(ack: 'received' | 'durable'): string {
-  const config = parseYaml(readFileSync(join(root, 'bench/cases/engine-stdout.yaml'), 'utf8')) as {
-    plugins: unknown[]
-    sinks: unknown[]
-    ack?: string
-    stateDir?: string
-  }
-  config.plugins = config.plugins.map((p) =>
-    typeof p === 'object' && p !== null && 'spam-referrers' in p
-      ? { 'spam-referrers': { lists: [join(root, 'bench/cases/spammers.txt')] } }
-      : p,
+  return benchConfig(`engine-chdb-${ack}`, { chdb: { batchRows: 10000, flushIntervalMs: 1000 } }, ack)
+}
+
+/**
+ * The real clickhouse-server (test/clickhouse/harness.ts) the `engine-clickhouse` variant writes to,
+ * started once when that variant runs; each run gets a database of its own (`bench_<port>`, made by
+ * `serve`'s migration and dropped afterwards), so no run inserts into another's tables.
+ */
+let clickhouse: ClickHouseServer | undefined
+
+/** The bench config with the `clickhouse` sink to that server, in database `bench_<port>`. */
+function clickhouseConfig(port: number): string {
+  if (!clickhouse) throw new Error('clickhouse-server was not started')
+  return benchConfig(
+    'engine-clickhouse',
+    {
+      clickhouse: { url: clickhouse.url, database: `bench_${port}`, batchRows: 10000, flushIntervalMs: 1000 },
+    },
+    'received',
   )
-  config.sinks = [{ chdb: { batchRows: 10000, flushIntervalMs: 1000 } }]
-  config.ack = ack
-  config.stateDir = join(out, `state-chdb-${ack}`)
-  rmSync(config.stateDir, { recursive: true, force: true })
-  mkdirSync(out, { recursive: true })
-  const file = join(out, `engine-chdb-${ack}.yaml`)
-  writeFileSync(file, stringifyYaml(config))
-  return file
 }
 
 const stdoutCase = join(root, 'bench/cases/engine-stdout.yaml')
@@ -126,6 +132,16 @@ const variants: Variant[] = [
     ready: 'health',
     available: () => true,
     description: 'the same with ack: durable (202 after the group commit is fsynced in the spool)',
+  },
+  {
+    name: 'engine-clickhouse',
+    baseline: 'engine-bun',
+    fixedLoadOfBaseline: true,
+    command: (port) => serveCommand([bun], clickhouseConfig(port), port),
+    ready: 'health',
+    available: () => clickhouseBinary !== undefined,
+    missing: 'no clickhouse-server binary (install clickhouse-server or set CLICKHOUSE_SERVER_BIN)',
+    description: 'engine on Bun, clickhouse sink to a local clickhouse-server on the same cores, ack: received',
   },
   {
     name: 'bare-deno',
@@ -210,6 +226,7 @@ async function runOnce(
     proc.kill('SIGTERM')
     await Promise.race([proc.exited, Bun.sleep(15_000)])
     if (proc.exitCode === null) proc.kill('SIGKILL')
+    await clickhouse?.query(`DROP DATABASE IF EXISTS bench_${port}`).catch(() => {})
   }
 }
 
@@ -240,7 +257,10 @@ async function main() {
     console.error(`unknown variant(s) ${unknown.join(', ')}; known: ${variants.map((v) => v.name).join(', ')}`)
     process.exit(2)
   }
-  const chosen = variants.filter((v) => v.available() && (!only || only.split(',').includes(v.name)))
+  const wanted = variants.filter((v) => !only || only.split(',').includes(v.name))
+  for (const v of wanted) if (!v.available()) console.error(`SKIPPED ${v.name}: ${v.missing ?? 'not available here'}`)
+  const chosen = wanted.filter((v) => v.available())
+  if (chosen.some((v) => v.name === 'engine-clickhouse')) clickhouse = await startClickHouse()
   const peaks = new Map<string, (WrkResult & { rssMb: number })[]>()
   let port = 18100
   for (let round = 1; round <= rounds; round++) {
@@ -307,6 +327,7 @@ ${table}
 Reproduce: \`npm run bench\` (needs \`wrk\`: \`apt-get install -y wrk\`).
 `
   console.log(table)
+  await clickhouse?.destroy()
   // A run of some variants only (--only) goes to bench/out; a full run replaces the generated part of
   // bench/results.md and keeps the measurements and notes written around it.
   if (only !== '') {

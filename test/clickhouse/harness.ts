@@ -65,6 +65,8 @@ export interface ClickHouseServer {
   readonly dir: string
   /** Whether the process runs. */
   readonly running: boolean
+  /** The server's process id while it runs (bench/sink-keepup.ts reads its CPU time). */
+  readonly pid: number | undefined
   /** Runs SQL over HTTP and returns the body; throws with the server's message on an error status. */
   query(sql: string, settings?: Record<string, string | number>): Promise<string>
   /** Runs a SELECT and parses JSONEachRow. */
@@ -189,6 +191,9 @@ export async function startClickHouse(options: StartOptions = {}): Promise<Click
     dir,
     get running() {
       return alive
+    },
+    get pid() {
+      return alive ? proc?.pid : undefined
     },
     query,
     async rows<T>(sql: string): Promise<T[]> {
