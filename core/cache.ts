@@ -35,7 +35,7 @@ function register(cache: BoundedCache<unknown>): void {
   caches.add(new WeakRef(cache))
   if (ageing === undefined) {
     ageing = setInterval(ageCaches, CACHE_AGE_MS)
-    ageing.unref()
+    ageing.unref?.()
   }
 }
 

@@ -153,7 +153,7 @@ export default definePlugin({
           store.expire(Date.now() / 1000)
           shrinkPools(store.size, pagePool, attributions)
         }, expiryIntervalMs(timeoutSeconds))
-    expiry?.unref()
+    expiry?.unref?.()
     const ids = new SessionIds()
     const url = options.store?.redis ?? ''
     if (options.store && !isRedisUrl(url)) {
