@@ -77,62 +77,75 @@ function zipf(random: () => number, n: number): number {
 }
 
 export function generateCorpus(size = 200_000, seed = 42): CorpusRequest[] {
+  const out: CorpusRequest[] = []
+  for (const r of corpusStream(seed)) {
+    if (out.length === size) break
+    out.push(r)
+  }
+  return out
+}
+
+/**
+ * The corpus one request at a time, endless: `generateCorpus(n, seed)` is its first n requests. With
+ * `site`, every request is for that site (the random draws stay the same), so a bench can give a
+ * visitor more requests of its own site without holding the corpus (bench/memory.ts).
+ */
+export function* corpusStream(seed = 42, site?: string): Generator<CorpusRequest, never> {
   const random = rng(seed)
   const uas = Array.from({ length: 2000 }, (_, i) => BROWSERS[i % BROWSERS.length]!(60 + (i % 61)))
-  const out: CorpusRequest[] = []
   const pick = <T>(list: readonly T[]) => list[Math.floor(random() * list.length)]!
-  while (out.length < size) {
+  for (;;) {
     const ipN = Math.floor(random() * 100_000)
     const ip = `10.${(ipN >> 16) & 255}.${(ipN >> 8) & 255}.${ipN & 255}`
-    const site = SITES[zipf(random, SITES.length)]!
+    const drawn = SITES[zipf(random, SITES.length)]!
+    const host = site ?? drawn
     const roll = random()
     if (roll < 0.03) {
-      out.push({
+      yield {
         path: '/api/event',
         ip,
         ua: pick(BOTS),
-        body: JSON.stringify({ n: 'pageview', u: `https://${site}/`, d: site, r: null }),
-      })
+        body: JSON.stringify({ n: 'pageview', u: `https://${host}/`, d: host, r: null }),
+      }
       continue
     }
     const ua = uas[zipf(random, uas.length)]!
     const path = pick(PATHS)
     if (roll < 0.05) {
-      const body = { n: 'pageview', u: `https://${site}${path}`, d: site, r: `https://${pick(SPAM_HOSTS)}/` }
-      out.push({ path: '/api/event', ip, ua, body: JSON.stringify(body) })
+      const body = { n: 'pageview', u: `https://${host}${path}`, d: host, r: `https://${pick(SPAM_HOSTS)}/` }
+      yield { path: '/api/event', ip, ua, body: JSON.stringify(body) }
       continue
     }
     const utm =
       random() < 0.2 ? `?utm_source=newsletter&utm_medium=email&utm_campaign=c${Math.floor(random() * 20)}` : ''
-    const page = `https://${site}${path}${utm}`
-    out.push({
+    const page = `https://${host}${path}${utm}`
+    yield {
       path: '/api/event',
       ip,
       ua,
-      body: JSON.stringify({ n: 'pageview', v: 36, u: page, d: site, r: pick(REFERRERS) || null }),
-    })
+      body: JSON.stringify({ n: 'pageview', v: 36, u: page, d: host, r: pick(REFERRERS) || null }),
+    }
     if (random() < 0.3) {
       const props = { plan: pick(['free', 'pro', 'team']), seats: Math.floor(random() * 50), trial: random() < 0.5 }
-      out.push({
+      yield {
         path: '/api/event',
         ip,
         ua,
-        body: JSON.stringify({ n: pick(EVENTS), v: 36, u: page, d: site, r: null, p: props }),
-      })
+        body: JSON.stringify({ n: pick(EVENTS), v: 36, u: page, d: host, r: null, p: props }),
+      }
     }
     if (random() < 0.6) {
       const body = {
         n: 'engagement',
         sd: Math.floor(random() * 100),
-        d: site,
+        d: host,
         u: page,
         e: Math.floor(random() * 60_000),
         v: 36,
       }
-      out.push({ path: '/api/event', ip, ua, body: JSON.stringify(body) })
+      yield { path: '/api/event', ip, ua, body: JSON.stringify(body) }
     }
   }
-  return out.slice(0, size)
 }
 
 /** The corpus as wrk reads it: one request per line, `ip \t ua \t body`. */

@@ -28,6 +28,24 @@ import { type KeySpace, MemorySessionStore, type SessionStore } from './store.ts
 const PAGE_POOL_LIMIT = 100_000
 const ATTRIBUTION_POOL_LIMIT = 50_000
 
+/** How often the wall-clock expiry runs: a quarter of the timeout, at most a minute. */
+export function expiryIntervalMs(timeoutSeconds: number): number {
+  return Math.min(60, timeoutSeconds / 4) * 1000
+}
+
+/** Below this many entries a pool is kept whatever the sessions: it costs next to nothing. */
+const POOL_KEEP = 1024
+
+/**
+ * Empties a pool once most of what it holds is certainly unused: more than twice what the live
+ * sessions could hold (four pages and hostnames each, one attribution). Sessions keep what they
+ * hold; the expired sessions' strings and attributions become garbage.
+ */
+export function shrinkPools(sessions: number, pages: StringPool, attributions: AttributionPool): void {
+  if (pages.size > POOL_KEEP && pages.size > 8 * sessions) pages.clear()
+  if (attributions.size > POOL_KEEP && attributions.size > 2 * sessions) attributions.clear()
+}
+
 /** `redis://host…` or `rediss://host…`, with a host. */
 function isRedisUrl(url: string): boolean {
   if (!URL.canParse(url)) return false
@@ -123,8 +141,19 @@ export default definePlugin({
         engine.logger.info('Sessions of the previous run restored.', { plugin: 'sessions', restored, expired: skipped })
       }
     }
-    const pages = new StringPool(PAGE_POOL_LIMIT).intern
+    const pagePool = new StringPool(PAGE_POOL_LIMIT)
+    const pages = pagePool.intern
     const attributions = new AttributionPool(ATTRIBUTION_POOL_LIMIT)
+    // Sessions expire on the wall clock too (store.ts `expire`), so an engine left without traffic
+    // forgets them; one unref'd interval for the plugin, nothing per event. A tool's engine (replay,
+    // explain) keeps to event time alone, so that what it makes does not depend on how fast it runs.
+    const expiry = engine.transient
+      ? undefined
+      : setInterval(() => {
+          store.expire(Date.now() / 1000)
+          shrinkPools(store.size, pagePool, attributions)
+        }, expiryIntervalMs(timeoutSeconds))
+    expiry?.unref?.()
     const ids = new SessionIds()
     const url = options.store?.redis ?? ''
     if (options.store && !isRedisUrl(url)) {
@@ -304,6 +333,7 @@ export default definePlugin({
         )
       },
       async close() {
+        clearInterval(expiry)
         await remote?.close()
         if (snapshotFile) {
           try {

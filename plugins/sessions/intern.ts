@@ -4,7 +4,9 @@
 // Attributions with props (entry_meta) are shared too: a site's custom props mostly repeat.
 //
 // Both pools forget everything when full rather than tracking reference counts: sessions keep what
-// they already hold, new sessions start sharing afresh, and the pool's own memory stays capped.
+// they already hold, new sessions start sharing afresh, and the pool's own memory stays capped. For
+// the same reason the plugin empties them when most sessions have expired (`clear`): what they held
+// for the expired sessions is then garbage too.
 
 import type { AnalyticsEvent } from '../../core/event.ts'
 import { sortedProps } from '../../core/rows.ts'
@@ -12,15 +14,24 @@ import { type Attribution, attributionOf } from './session.ts'
 
 /** Interns strings (pages, hostnames) up to `limit` distinct values. */
 export class StringPool {
-  private readonly map = new Map<string, string>()
+  private map = new Map<string, string>()
 
   constructor(private readonly limit: number) {}
+
+  get size(): number {
+    return this.map.size
+  }
+
+  /** Forgets every string; a new map, since a cleared one may keep its grown table. */
+  clear(): void {
+    this.map = new Map()
+  }
 
   readonly intern = (s: string): string => {
     if (s === '') return ''
     const known = this.map.get(s)
     if (known !== undefined) return known
-    if (this.map.size >= this.limit) this.map.clear()
+    if (this.map.size >= this.limit) this.map = new Map()
     this.map.set(s, s)
     return s
   }
@@ -33,10 +44,20 @@ export class StringPool {
  * `BUCKET_LIMIT` comparisons and then just go unshared.
  */
 export class AttributionPool {
-  private readonly buckets = new Map<number, Attribution[]>()
+  private buckets = new Map<number, Attribution[]>()
   private count = 0
 
   constructor(private readonly limit: number) {}
+
+  get size(): number {
+    return this.count
+  }
+
+  /** Forgets every attribution (see StringPool.clear). */
+  clear(): void {
+    this.buckets = new Map()
+    this.count = 0
+  }
 
   /** The shared attribution equal to the one `event` would freeze. */
   of(event: AnalyticsEvent): Attribution {
@@ -55,8 +76,7 @@ export class AttributionPool {
     }
     const made = attributionOf(event, meta)
     if (this.count >= this.limit) {
-      this.buckets.clear()
-      this.count = 0
+      this.clear()
       bucket = undefined
     }
     if (bucket === undefined) this.buckets.set(hash, [made])

@@ -25,6 +25,11 @@ export interface SessionStore {
    * for longer than the timeout. It may keep them a while longer; it must not forget live ones.
    */
   sweep(now: number): void
+  /**
+   * Called now and then with the wall clock (seconds) when no event may come for a long time: lets
+   * the store forget sessions that no event can continue any more. Returns how many it forgot.
+   */
+  expire(wallNow: number): number
   /** Sessions held, expired ones not yet forgotten included. */
   readonly size: number
   clear(): void
@@ -45,6 +50,13 @@ function newGeneration(): Record<KeySpace, Generation> {
  * live session is never forgotten, and eviction costs nothing per event: an update changes the
  * session object in place, with no map write, no reordering and no scan.
  *
+ * Without events the event clock stops, so `expire` turns the generations by the wall clock too: a
+ * session is then forgotten once it has been untouched for a timeout of wall time AND the newest
+ * event time seen before that is more than a timeout old. The second condition keeps live traffic
+ * whose event times run ahead of the wall clock; the first keeps a back-fill under way (event times
+ * days old, each visitor's next event arriving seconds later), exactly as live traffic turning the
+ * generations by event time already does.
+ *
  * Past `maxSessions`, the sessions idle the longest are forgotten one by one (first those of the
  * previous generation, in the order they were stored), even if still live: a flood of new visitors
  * then costs some live sessions, but memory stays bounded.
@@ -63,11 +75,18 @@ export class MemorySessionStore implements SessionStore {
   private lastSite = 0
   private lastId = 0n
   private lastSession: Session | undefined = undefined
+  /** Wall time (seconds) of the last turn, or of the start. */
+  private turnedAt: number
+  /** The event clock at the last turn: no session of the previous generation was seen later. */
+  private clockAtTurn = Number.NEGATIVE_INFINITY
 
   constructor(
     private readonly timeoutSeconds: number,
     private readonly maxSessions: number,
-  ) {}
+    private readonly wallClock: () => number = () => Date.now() / 1000,
+  ) {
+    this.turnedAt = wallClock()
+  }
 
   get size(): number {
     return this.currentCount + this.previousCount
@@ -118,6 +137,17 @@ export class MemorySessionStore implements SessionStore {
     else this.turn()
   }
 
+  expire(wallNow: number): number {
+    if (this.size === 0) return 0
+    // Both inequalities strict like sweep's: a session last seen exactly a timeout ago is live.
+    if (wallNow - this.turnedAt <= this.timeoutSeconds || wallNow - this.clockAtTurn <= this.timeoutSeconds) return 0
+    const before = this.size
+    this.turn()
+    // The current generation is now previous; when nothing was touched since the turn before
+    // either, the next expiry (a timeout later) drops it.
+    return before - this.size
+  }
+
   *entries(): Iterable<[KeySpace, number, bigint, Session]> {
     for (const generation of [this.previous, this.current]) {
       for (const space of ['user', 'client', 'past'] as const) {
@@ -140,6 +170,8 @@ export class MemorySessionStore implements SessionStore {
   // touched a moment ago and must get a whole timeout before it is dropped.
   private turn(): void {
     this.nextTurnAt = this.clock + this.timeoutSeconds
+    this.turnedAt = this.wallClock()
+    this.clockAtTurn = this.clock
     this.lastSession = undefined
     this.previous = this.current
     this.previousCount = this.currentCount
