@@ -162,3 +162,16 @@ export async function startTestEngine(
 /** A desktop Chrome user agent, so test events are not taken for bots. */
 export const TEST_UA =
   'Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0.0.0 Safari/537.36'
+
+/**
+ * Runs `script` in a child Bun process (killed after 10 s) and tells what it printed, its exit code
+ * and how long it ran: a module whose timers are not unref'd keeps the child alive past its last line.
+ */
+export async function runScript(script: string): Promise<{ stdout: string; code: number; ms: number }> {
+  const started = performance.now()
+  const child = Bun.spawn([process.execPath, '-e', script], { stdout: 'pipe', stderr: 'pipe' })
+  const timer = setTimeout(() => child.kill(), 10_000)
+  const code = await child.exited
+  clearTimeout(timer)
+  return { stdout: await new Response(child.stdout).text(), code, ms: performance.now() - started }
+}
