@@ -264,7 +264,7 @@ interface Waiting {
  * Requests whose body has arrived wait here until the end of the event-loop turn, then go through
  * their dialect, the pipeline and the sinks one after another. Run back to back, that code and its
  * data stay in the CPU's caches; run one request at a time between the HTTP server's own work
- * (sockets, parsing, the kernel's TCP), the same work cost about twice the CPU (bench/results.md,
+ * (sockets, parsing, the kernel's TCP), the same work cost about twice the CPU (docs/performance.md,
  * "Batching by event-loop turn"). The wait is one turn: a lone request is not held back.
  */
 export class TurnBatch {
