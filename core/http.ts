@@ -253,6 +253,14 @@ function internalError(): Response {
   return new Response('{"error":"internal error"}', { status: 500, headers: { 'content-type': 'application/json' } })
 }
 
+/**
+ * Requests run per turn at most. Without a cap, wrk's paced connections (answered together, so
+ * sending together again) arrived in bursts of ~50 that each waited for the whole burst: at 6,000
+ * req/s the median answer took 1.8-2.0 ms, against 1.25-1.45 ms with slices of 16 (p99 6.1-7.3 →
+ * 4.9-6.9 ms); CPU per request under full load did not measurably change.
+ */
+const TURN_SLICE = 16
+
 interface Waiting {
   route: Route
   req: IngestRequest
@@ -285,8 +293,13 @@ export class TurnBatch {
   }
 
   private runAll(): void {
-    const batch = this.waiting
-    this.waiting = []
+    let batch = this.waiting
+    if (batch.length > TURN_SLICE) {
+      // The rest waits one more turn, behind which the answers of this slice go out.
+      this.waiting = batch.slice(TURN_SLICE)
+      batch = batch.slice(0, TURN_SLICE)
+      setImmediate(this.flush)
+    } else this.waiting = []
     for (const w of batch) {
       try {
         // Bun has closed this connection unanswered (a request pipelined behind it): the client saw

@@ -79,3 +79,24 @@ test('a request whose connection closed before its turn is not handed to its dia
   expect(runs.map((r) => r.body)).toEqual(['1'])
   expect(aborted).toEqual(['/t'])
 })
+
+test('a turn runs at most 16 requests; the rest follow in the next turns, in order', async () => {
+  const runs: { body: string; flush: number }[] = []
+  let turns = 0
+  let counting = true
+  // Queued before the batch's first flush, this runs first in every turn and counts it.
+  const tick = () => {
+    turns++
+    if (counting) setImmediate(tick)
+  }
+  setImmediate(tick)
+  const route = recordingRoute(runs, () => turns)
+  const batch = new TurnBatch(ingest, () => {})
+  await Promise.all(Array.from({ length: 40 }, (_, n) => batch.handle(route, request(n))))
+  counting = false
+  expect(runs.map((r) => Number(r.body))).toEqual(Array.from({ length: 40 }, (_, n) => n))
+  const perTurn = new Map<number, number>()
+  for (const r of runs) perTurn.set(r.flush, (perTurn.get(r.flush) ?? 0) + 1)
+  expect([...perTurn.values()]).toEqual([16, 16, 8])
+  expect([...perTurn.keys()]).toEqual([1, 2, 3])
+})
