@@ -1,4 +1,5 @@
-// What the workers tests share: tracker requests on fresh connections, the visitors' traffic, the
+// What the workers tests share: tracker requests on fresh connections, a seq-tagged stream of them,
+// the visitors' traffic, the
 // summed /metrics, the sessions check on ClickHouse, and the worker processes of a supervisor.
 
 import { readFileSync } from 'node:fs'
@@ -10,6 +11,46 @@ const UAS = [CHROME_UA, FIREFOX_UA, SAFARI_IPHONE_UA]
 
 /** Visitor v's address: 10.x.y.z, one per visitor. */
 export const ipOf = (v: number) => `10.${(v >> 16) & 255}.${(v >> 8) & 255}.${v & 255}`
+
+/**
+ * Requests with a unique `seq` prop from `parallel` loops, each on a fresh connection, about `rate`
+ * a second in all, until `stop()`: the seqs answered 202 and the failed requests by status (0 =
+ * connection reset or refused).
+ */
+export function streamSeqs(port: number, rate: number, parallel = CONCURRENCY) {
+  const accepted = new Set<number>()
+  const failures = new Map<number, number>()
+  let next = 0
+  let streaming = true
+  const pause = (parallel * 1000) / rate
+  const done = Promise.all(
+    Array.from({ length: parallel }, async () => {
+      while (streaming) {
+        const seq = next++
+        const began = Date.now()
+        const status = await send(port, seq % 5000, {
+          n: 'pageview',
+          u: `https://example.com/s/${seq}`,
+          d: 'example.com',
+          p: { seq: String(seq) },
+        })
+        if (status === 202) accepted.add(seq)
+        else failures.set(status, (failures.get(status) ?? 0) + 1)
+        const wait = pause - (Date.now() - began)
+        if (wait > 0) await Bun.sleep(wait)
+      }
+    }),
+  )
+  return {
+    accepted,
+    failures,
+    sent: () => next,
+    async stop() {
+      streaming = false
+      await done
+    },
+  }
+}
 
 /**
  * One tracker request on a new TCP connection (`Connection: close`), written by hand: a fetch per

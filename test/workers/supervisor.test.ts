@@ -13,15 +13,8 @@ import { afterAll, beforeAll, describe, expect, test } from 'bun:test'
 import { join } from 'node:path'
 import { isProcessAlive } from '../../core/processes.ts'
 import { type ClickHouseServer, clickhouseBinary, startClickHouse, warnIfNoClickHouse } from '../clickhouse/harness.ts'
-import {
-  CHROME_UA,
-  type EngineProcess,
-  killEngines,
-  scratchDir,
-  standardPlugins,
-  startEngineProcess,
-} from '../clickhouse/traffic.ts'
-import { drained, send, sessionCheck, visit, workerPids } from './helpers.ts'
+import { CHROME_UA, killEngines, scratchDir, standardPlugins, startEngineProcess } from '../clickhouse/traffic.ts'
+import { drained, sessionCheck, streamSeqs, visit, workerPids } from './helpers.ts'
 
 warnIfNoClickHouse()
 
@@ -61,46 +54,6 @@ describe.skipIf(!clickhouseBinary)('the supervisor of serve --workers 2', () => 
     }
   }
 
-  /**
-   * Sends requests with a unique `seq` prop from `parallel` loops on fresh connections, about `rate`
-   * a second in all, until stop(); the seqs answered 202 and the count of failed requests.
-   */
-  function stream(engine: EngineProcess, rate: number, parallel = 48) {
-    const port = Number(new URL(engine.url).port)
-    const accepted = new Set<number>()
-    const failures = new Map<number, number>()
-    let next = 0
-    let streaming = true
-    const pause = (parallel * 1000) / rate
-    const done = Promise.all(
-      Array.from({ length: parallel }, async () => {
-        while (streaming) {
-          const seq = next++
-          const began = Date.now()
-          const status = await send(port, seq % 5000, {
-            n: 'pageview',
-            u: `https://example.com/s/${seq}`,
-            d: 'example.com',
-            p: { seq: String(seq) },
-          })
-          if (status === 202) accepted.add(seq)
-          else failures.set(status, (failures.get(status) ?? 0) + 1)
-          const wait = pause - (Date.now() - began)
-          if (wait > 0) await Bun.sleep(wait)
-        }
-      }),
-    )
-    return {
-      accepted,
-      failures,
-      sent: () => next,
-      async stop() {
-        streaming = false
-        await done
-      },
-    }
-  }
-
   async function storedSeqs(database: string): Promise<number[]> {
     const rows = await ch.rows<{ seq: string }>(
       `SELECT meta.value[indexOf(meta.key, 'seq')] AS seq FROM ${database}.events_v2`,
@@ -110,7 +63,7 @@ describe.skipIf(!clickhouseBinary)('the supervisor of serve --workers 2', () => 
 
   test('kill -9 of a worker: a new one listens within a second and replays its spool; every 202 is stored', async () => {
     const engine = await startEngineProcess(config('killed', { ack: 'durable' }), scratch.path)
-    const traffic = stream(engine, 1000)
+    const traffic = streamSeqs(Number(new URL(engine.url).port), 1000)
     await Bun.sleep(1500)
     const [victim] = workerPids(engine.proc.pid)
     const before = engine.log().length
@@ -206,7 +159,7 @@ describe.skipIf(!clickhouseBinary)('the supervisor of serve --workers 2', () => 
 
   test('SIGUSR2 restarts the workers one at a time under load: failed requests counted, every 202 stored', async () => {
     const engine = await startEngineProcess(config('rolling'), scratch.path)
-    const traffic = stream(engine, 1000)
+    const traffic = streamSeqs(Number(new URL(engine.url).port), 1000)
     await Bun.sleep(1000)
     const oldPids = workerPids(engine.proc.pid)
     const began = Date.now()
