@@ -24,14 +24,10 @@
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs'
 import { join, resolve } from 'node:path'
 import { corpusLines, generateCorpus } from './corpus.ts'
-import { freshStateEnv, replayCorpus, waitReady } from './load.ts'
+import { flag, freshStateEnv, replayCorpus, waitReady } from './load.ts'
 
 const root = resolve(import.meta.dir, '..')
 const out = join(root, 'bench/out')
-const flag = (name: string, fallback: string) => {
-  const i = process.argv.indexOf(`--${name}`)
-  return i >= 0 && process.argv[i + 1] ? process.argv[i + 1]! : fallback
-}
 const seconds = Number(flag('seconds', '6'))
 const rate = Number(flag('rate', '0'))
 const rounds = Number(flag('rounds', '3'))

@@ -97,3 +97,9 @@ export function freshStateEnv(): Record<string, string | undefined> {
   rmSync(dir, { recursive: true, force: true })
   return { ...process.env, BENCH_STATE: dir }
 }
+
+/** The value after `--name` on the command line, or `fallback`. */
+export function flag(name: string, fallback: string, args: readonly string[] = process.argv): string {
+  const i = args.indexOf(`--${name}`)
+  return i >= 0 && args[i + 1] ? args[i + 1]! : fallback
+}

@@ -10,13 +10,10 @@ import { heapStats } from 'bun:jsc'
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join, resolve } from 'node:path'
+import { flag } from './load.ts'
 
 const root = resolve(import.meta.dir, '..')
 const args = process.argv.slice(2)
-const flag = (name: string, fallback: string) => {
-  const i = args.indexOf(`--${name}`)
-  return i >= 0 && args[i + 1] ? args[i + 1]! : fallback
-}
 const without = args.flatMap((a, i) => (a === '--without' && args[i + 1] ? [args[i + 1]!] : []))
 const mb = (bytes: number) => Math.round(bytes / 2 ** 20)
 const status = (key: string) =>

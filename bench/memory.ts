@@ -25,12 +25,9 @@ import { createEngine } from '../core/engine.ts'
 import { silentLogger } from '../core/logger.ts'
 import type { IngestRequest } from '../core/plugin.ts'
 import { corpusStream, SITES } from './corpus.ts'
+import { flag } from './load.ts'
 
 const root = resolve(import.meta.dir, '..')
-const flag = (name: string, fallback: string) => {
-  const i = process.argv.indexOf(`--${name}`)
-  return i >= 0 && process.argv[i + 1] ? process.argv[i + 1]! : fallback
-}
 const events = Number(flag('events', '1000000'))
 const visitors = Number(flag('visitors', '200000'))
 const configPath = resolve(root, flag('config', 'bench/cases/engine-stdout.yaml'))

@@ -15,11 +15,8 @@ import { mkdtempSync, readFileSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join, resolve } from 'node:path'
 import { generateCorpus } from './corpus.ts'
+import { flag } from './load.ts'
 
-const flag = (name: string, fallback: string) => {
-  const i = process.argv.indexOf(`--${name}`)
-  return i >= 0 && process.argv[i + 1] ? process.argv[i + 1]! : fallback
-}
 const root = resolve(flag('root', resolve(import.meta.dir, '..')))
 const configPath = resolve(import.meta.dir, '..', flag('config', 'bench/cases/engine-stdout.yaml'))
 const count = Number(flag('requests', '10000'))

@@ -12,14 +12,10 @@ import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSyn
 import { tmpdir } from 'node:os'
 import { join, resolve } from 'node:path'
 import { corpusLines, generateCorpus } from './corpus.ts'
-import { freshStateEnv, replayCorpus, waitReady } from './load.ts'
+import { flag, freshStateEnv, replayCorpus, waitReady } from './load.ts'
 
 const root = resolve(import.meta.dir, '..')
 const out = join(root, 'bench/out')
-const flag = (name: string, fallback: string) => {
-  const i = process.argv.indexOf(`--${name}`)
-  return i >= 0 && process.argv[i + 1] ? process.argv[i + 1]! : fallback
-}
 const seconds = Number(flag('seconds', '8'))
 const warmup = Number(flag('warmup', '10'))
 const config = resolve(root, flag('config', 'bench/cases/engine-stdout.yaml'))

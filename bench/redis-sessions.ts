@@ -23,11 +23,8 @@ import type { PluginInstance } from '../core/plugin.ts'
 import { contextFor, setupPlugin } from '../core/testing.ts'
 import plugin from '../plugins/sessions/index.ts'
 import { type RedisServer, startRedis } from '../test/redis/harness.ts'
+import { flag } from './load.ts'
 
-const flag = (name: string, fallback: string) => {
-  const i = process.argv.indexOf(`--${name}`)
-  return i >= 0 && process.argv[i + 1] ? process.argv[i + 1]! : fallback
-}
 const visitors = Number(flag('visitors', '50000'))
 const events = Number(flag('events', '200000'))
 const flushMs = Number(flag('flush-ms', '20'))

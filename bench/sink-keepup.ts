@@ -19,14 +19,10 @@ import { mkdirSync, readFileSync, writeFileSync } from 'node:fs'
 import { join, resolve } from 'node:path'
 import { startClickHouse } from '../test/clickhouse/harness.ts'
 import { corpusLines, generateCorpus } from './corpus.ts'
-import { benchConfig, replayCorpus, waitReady } from './load.ts'
+import { benchConfig, flag, replayCorpus, waitReady } from './load.ts'
 
 const root = resolve(import.meta.dir, '..')
 const out = join(root, 'bench/out')
-const flag = (name: string, fallback: string) => {
-  const i = process.argv.indexOf(`--${name}`)
-  return i >= 0 && process.argv[i + 1] ? process.argv[i + 1]! : fallback
-}
 const seconds = Number(flag('seconds', '60'))
 const warmup = Number(flag('warmup', '10'))
 const rate = Number(flag('rate', '0'))

@@ -13,12 +13,9 @@ import type { AnalyticsEvent } from '../core/event.ts'
 import { silentLogger } from '../core/logger.ts'
 import type { Ingest, IngestRequest } from '../core/plugin.ts'
 import { generateCorpus } from './corpus.ts'
+import { flag } from './load.ts'
 
 const root = resolve(import.meta.dir, '..')
-const flag = (name: string, fallback: string) => {
-  const i = process.argv.indexOf(`--${name}`)
-  return i >= 0 ? process.argv[i + 1]! : fallback
-}
 const configPath = resolve(root, flag('config', 'bench/cases/engine-stdout.yaml'))
 const count = Number(flag('events', '50000'))
 

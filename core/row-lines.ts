@@ -8,6 +8,10 @@
 // concatenation was slower still (JavaScriptCore makes a rope node per piece and copies them all
 // when the line is joined). Copying characters into one growing byte buffer makes no string and no
 // object per row, and what the sink writes is already UTF-8.
+//
+// A row makes room for its fixed part once and each string for itself (`reserve`, `extend`), so the
+// other writers check nothing; numbers and date-times are written digit by digit, without making
+// their strings (String(n), formatDateTime's pieces) first (bench/rows.ts: see the commit).
 
 import type { AnalyticsEvent, SessionRow } from './event.ts'
 import { compareBytes, formatDateTime, sessionIdText, userIdText } from './rows.ts'
@@ -33,6 +37,11 @@ export class JsonLines {
   /** Byte offset after each line, so a writer can cut the buffer at line boundaries. */
   private ends: number[] = []
   private spare: Uint8Array | undefined
+  /** Where the row being written may end at most (`reserve`); checked when the row is done. */
+  private limit = 0
+  /** `"YYYY-MM-DD ` of the day last written, so a date-time is written from its time of day alone. */
+  private day = Number.NaN
+  private dayBytes = new Uint8Array(0)
 
   constructor(initialBytes = 1 << 16) {
     this.bytes = new Uint8Array(initialBytes)
@@ -69,7 +78,9 @@ export class JsonLines {
   event(e: AnalyticsEvent, open: Uint8Array): void {
     const start = this.length
     try {
+      this.reserve(open.length + E_FIXED)
       this.eventRow(e, open)
+      this.endLine()
     } catch (error) {
       this.length = start
       throw error
@@ -80,7 +91,9 @@ export class JsonLines {
   session(s: SessionRow, open: Uint8Array): void {
     const start = this.length
     try {
+      this.reserve(open.length + S_FIXED)
       this.sessionRow(s, open)
+      this.endLine()
     } catch (error) {
       this.length = start
       throw error
@@ -90,11 +103,11 @@ export class JsonLines {
   private eventRow(e: AnalyticsEvent, open: Uint8Array): void {
     this.raw(open)
     this.raw(E.timestamp)
-    this.quotedAscii(formatDateTime(e.timestamp))
+    this.dateTime(e.timestamp)
     this.raw(E.name)
     this.string(e.name)
     this.raw(E.site_id)
-    this.quotedAscii(String(e.site_id))
+    this.quotedNumber(e.site_id)
     this.raw(E.user_id)
     this.quotedAscii(userIdText(e.user_id))
     this.raw(E.session_id)
@@ -155,7 +168,6 @@ export class JsonLines {
     this.number(e.engagement_time)
     this.raw(E.acquisition_channel)
     this.string(e.acquisition_channel)
-    this.endLine()
   }
 
   private sessionRow(s: SessionRow, open: Uint8Array): void {
@@ -165,15 +177,15 @@ export class JsonLines {
     this.raw(S.sign)
     this.number(s.sign)
     this.raw(S.site_id)
-    this.quotedAscii(String(s.site_id))
+    this.quotedNumber(s.site_id)
     this.raw(S.user_id)
     this.quotedAscii(userIdText(s.user_id))
     this.raw(S.hostname)
     this.string(s.hostname)
     this.raw(S.timestamp)
-    this.quotedAscii(formatDateTime(s.timestamp))
+    this.dateTime(s.timestamp)
     this.raw(S.start)
-    this.quotedAscii(formatDateTime(s.start))
+    this.dateTime(s.start)
     this.raw(S.is_bounce)
     this.number(s.is_bounce)
     this.raw(S.entry_page)
@@ -231,7 +243,6 @@ export class JsonLines {
     this.string(s.transferred_from)
     this.raw(S.acquisition_channel)
     this.string(s.acquisition_channel)
-    this.endLine()
   }
 
   /** `,"meta.key":[…],"meta.value":[…]`, keys sorted by their bytes as `sortedProps` does. */
@@ -241,58 +252,117 @@ export class JsonLines {
     this.raw(E.meta_key)
     this.strings(keys)
     this.raw(E.meta_value)
-    this.room(1)
     this.bytes[this.length++] = 0x5b
     for (let i = 0; i < keys.length; i++) {
-      if (i > 0) this.comma()
+      if (i > 0) this.bytes[this.length++] = 0x2c
       this.string(props[keys[i]!]!)
     }
-    this.room(1)
     this.bytes[this.length++] = 0x5d
   }
 
   private strings(list: readonly string[]): void {
-    this.room(1)
     this.bytes[this.length++] = 0x5b
     for (let i = 0; i < list.length; i++) {
-      if (i > 0) this.comma()
+      if (i > 0) this.bytes[this.length++] = 0x2c
       this.string(list[i]!)
     }
-    this.room(1)
     this.bytes[this.length++] = 0x5d
   }
 
-  private comma(): void {
-    this.room(1)
-    this.bytes[this.length++] = 0x2c
+  /**
+   * Makes room for the `n` bytes that a row about to be written takes at most besides its strings
+   * (which `string` makes room for): the writers below do not check. A typed array drops a write
+   * past its end without a word, so `endLine` checks that the row kept within what was reserved
+   * and throws if not, rather than let a cut line out.
+   */
+  private reserve(n: number): void {
+    this.limit = this.length
+    this.extend(n)
   }
 
-  private endLine(): void {
-    this.room(2)
-    this.bytes[this.length++] = 0x7d
-    this.bytes[this.length++] = NEWLINE
-    this.ends.push(this.length)
-  }
-
-  private room(n: number): void {
-    if (this.length + n <= this.bytes.length) return
+  /** Reserves `n` bytes more for the row being written (a string's, known once it is written). */
+  private extend(n: number): void {
+    this.limit += n
+    if (this.limit <= this.bytes.length) return
     let size = this.bytes.length * 2
-    while (size < this.length + n) size *= 2
+    while (size < this.limit) size *= 2
     const grown = new Uint8Array(size)
     grown.set(this.bytes.subarray(0, this.length))
     this.bytes = grown
   }
 
+  private endLine(): void {
+    if (this.length + 2 > this.limit) throw new Error('a JSON line outgrew the room reserved for it')
+    this.bytes[this.length++] = 0x7d
+    this.bytes[this.length++] = NEWLINE
+    this.ends.push(this.length)
+  }
+
   private raw(fragment: Uint8Array): void {
-    this.room(fragment.length)
     const bytes = this.bytes
     let at = this.length
     for (let i = 0; i < fragment.length; i++) bytes[at++] = fragment[i]!
     this.length = at
   }
 
+  /** A number as JSON.stringify writes it: small integers digit by digit, anything else by String. */
   private number(n: number): void {
-    this.ascii(Number.isFinite(n) ? String(n) : 'null')
+    if ((n | 0) === n) {
+      if (n < 0) {
+        this.bytes[this.length++] = 0x2d
+        this.digits(-n)
+      } else this.digits(n)
+    } else this.ascii(Number.isFinite(n) ? String(n) : 'null')
+  }
+
+  /** The decimal digits of an integer from 0 to 2^31. */
+  private digits(n: number): void {
+    let end = this.length + 1
+    for (let rest = n; rest >= 10; rest = Math.floor(rest / 10)) end++
+    this.length = end
+    const bytes = this.bytes
+    let rest = n
+    do {
+      bytes[--end] = 0x30 + (rest % 10)
+      rest = Math.floor(rest / 10)
+    } while (rest > 0)
+  }
+
+  /** `String(n)` in quotes, as a UInt column's text (site_id). */
+  private quotedNumber(n: number): void {
+    if ((n | 0) !== n) {
+      this.quotedAscii(String(n))
+      return
+    }
+    this.bytes[this.length++] = QUOTE
+    this.number(n)
+    this.bytes[this.length++] = QUOTE
+  }
+
+  /** A DateTime column: `"YYYY-MM-DD hh:mm:ss"`, the text of `formatDateTime`. */
+  private dateTime(seconds: number): void {
+    if (!Number.isInteger(seconds)) {
+      this.quotedAscii(formatDateTime(seconds))
+      return
+    }
+    const day = Math.floor(seconds / 86400)
+    if (day !== this.day) {
+      // formatDateTime makes the day's text (and throws for a date out of range, as before).
+      this.dayBytes = ENCODER.encode(`"${formatDateTime(day * 86400).slice(0, 11)}`)
+      this.day = day
+    }
+    this.raw(this.dayBytes)
+    const rem = seconds - day * 86400
+    const minutes = Math.floor(rem / 60)
+    const bytes = this.bytes
+    let at = this.length
+    at = twoDigits(bytes, at, Math.floor(minutes / 60))
+    bytes[at++] = 0x3a
+    at = twoDigits(bytes, at, minutes % 60)
+    bytes[at++] = 0x3a
+    at = twoDigits(bytes, at, rem % 60)
+    bytes[at++] = QUOTE
+    this.length = at
   }
 
   /** A Nullable(Decimal) as the rows have it: null for '', else the text as a string. */
@@ -303,7 +373,6 @@ export class JsonLines {
 
   /** Text known to be printable ASCII without quotes or backslashes: digits, dates. */
   private ascii(text: string): void {
-    this.room(text.length)
     const bytes = this.bytes
     let at = this.length
     for (let i = 0; i < text.length; i++) bytes[at++] = text.charCodeAt(i)
@@ -311,7 +380,6 @@ export class JsonLines {
   }
 
   private quotedAscii(text: string): void {
-    this.room(text.length + 2)
     const bytes = this.bytes
     let at = this.length
     bytes[at++] = QUOTE
@@ -322,8 +390,7 @@ export class JsonLines {
 
   /** A string as JSON.stringify writes it (the same escapes, lone surrogates as `\udxxx`), in UTF-8. */
   private string(text: string): void {
-    // At most 6 bytes per UTF-16 unit (`\u001f`, `\udc00`), and the two quotes.
-    this.room(text.length * 6 + 2)
+    this.extend(PER_UNIT * text.length + PER_STRING)
     const bytes = this.bytes
     let at = this.length
     bytes[at++] = QUOTE
@@ -373,6 +440,26 @@ export class JsonLines {
     this.length = at
   }
 }
+
+/** `n` (0-99) as two digits at `at`; returns the offset after them. */
+function twoDigits(bytes: Uint8Array, at: number, n: number): number {
+  bytes[at] = 0x30 + Math.floor(n / 10)
+  bytes[at + 1] = 0x30 + (n % 10)
+  return at + 2
+}
+
+/**
+ * Room for a column's text besides its string's characters: its key, quotes, the longest number
+ * (`-1.7976931348623157e+308`), date-time, id or NUL-byte unknown, a comma or bracket.
+ */
+const COLUMN_ROOM = 32
+
+/**
+ * The most a string takes written, besides its characters' 6 bytes per UTF-16 unit (`\u001f`,
+ * `\udc00`): its quotes and a comma after it in a list.
+ */
+const PER_UNIT = 6
+const PER_STRING = 3
 
 /** JSON.stringify's two-character escapes below 0x20 (`\b \t \n \f \r`); 0 where it writes `\u00xx`. */
 const SHORT_ESCAPES = new Uint8Array(32)
@@ -461,3 +548,8 @@ const S = {
   transferred_from: key('transferred_from'),
   acquisition_channel: key('acquisition_channel'),
 }
+
+/** The room of an events_v2 row besides its strings' characters (and its closing `}` and newline). */
+const E_FIXED = Object.values(E).reduce((n, key) => n + key.length + COLUMN_ROOM, 2)
+/** The same for a sessions_v2 row. */
+const S_FIXED = Object.values(S).reduce((n, key) => n + key.length + COLUMN_ROOM, 2)

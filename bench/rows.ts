@@ -1,0 +1,87 @@
+// The stdout sink's row writer alone (`bun bench/rows.ts`): the bench corpus through the engine's
+// own pipeline once, then its events and session rows written as JSON lines (core/row-lines.ts)
+// over and over, timed per event. The writer was a third of the engine's sampled JavaScript under
+// load (bench/profile.ts), and alone it is pure CPU, so a change to it is measured here on a busy
+// machine better than over HTTP: other work only ever adds time, so the minimum is the truest.
+//
+//   bun bench/rows.ts [--config bench/cases/engine-stdout.yaml] [--events 20000] [--passes 30] [--root DIR]
+//
+// `--root DIR` takes core/row-lines.ts from another checkout (the commit before a change, say),
+// alternated pass by pass with this one's.
+
+import { readFileSync } from 'node:fs'
+import { resolve } from 'node:path'
+import { parse } from 'yaml'
+import { resolveConfig } from '../core/config.ts'
+import { createEngine } from '../core/engine.ts'
+import type { AnalyticsEvent } from '../core/event.ts'
+import { silentLogger } from '../core/logger.ts'
+import type { Ingest, IngestRequest } from '../core/plugin.ts'
+import { generateCorpus } from './corpus.ts'
+import { flag } from './load.ts'
+
+const root = resolve(import.meta.dir, '..')
+const configPath = resolve(root, flag('config', 'bench/cases/engine-stdout.yaml'))
+const count = Number(flag('events', '20000'))
+const passes = Number(flag('passes', '30'))
+const other = flag('root', '')
+
+type Writer = typeof import('../core/row-lines.ts')
+const writers: [string, Writer][] = [['this', await import('../core/row-lines.ts')]]
+if (other !== '') writers.push([other, (await import(resolve(other, 'core/row-lines.ts'))) as Writer])
+
+const raw = parse(readFileSync(configPath, 'utf8')) as Record<string, unknown>
+raw.sinks = [{ memory: { maxRows: 1000 } }]
+raw.stateDir = undefined
+const config = await resolveConfig(raw, { source: configPath, baseDir: resolve(configPath, '..'), vars: {} })
+const engine = await createEngine(config, { logger: silentLogger })
+const route = engine.routes.find((r) => r.route.path === '/api/event')!.route
+
+/** The corpus's events as the sinks get them: parsed by the dialect, then through every plugin. */
+const events: AnalyticsEvent[] = []
+const capture: Ingest = {
+  ...engine.ingest,
+  process: (batch) =>
+    batch.map((event) => {
+      for (const step of engine.pipeline.steps) if (step.run(event, step.ctx)) return undefined
+      events.push(event)
+      return undefined
+    }),
+  recordDrop: () => {},
+}
+for (const r of generateCorpus(count, 7)) {
+  const request = new Request('http://localhost/api/event', {
+    method: 'POST',
+    headers: { 'content-type': 'text/plain', 'user-agent': r.ua, 'x-forwarded-for': r.ip },
+    body: r.body,
+  })
+  const req: IngestRequest = { request, body: r.body, params: {}, peerIp: '127.0.0.1', receivedAt: Date.now() }
+  await route.handle(req, capture)
+}
+await engine.shutdown()
+
+const OPEN = new TextEncoder().encode('{"_table":"x",')
+const rows = events.reduce((n, e) => n + 1 + e.sessionRows.length, 0)
+const results = new Map<string, number[]>(writers.map(([name]) => [name, []]))
+let bytes = 0
+for (let pass = 0; pass < passes; pass++) {
+  for (const [name, module] of writers) {
+    const lines = new module.JsonLines()
+    const started = performance.now()
+    for (let i = 0; i < events.length; i++) {
+      const e = events[i]!
+      lines.event(e, OPEN)
+      for (const s of e.sessionRows) lines.session(s, OPEN)
+      if (lines.lines >= 1000) lines.recycle(lines.take().bytes)
+    }
+    results.get(name)!.push(((performance.now() - started) * 1e3) / events.length)
+    bytes = lines.take().bytes.length
+  }
+}
+console.log(`${events.length} events, ${(rows / events.length).toFixed(2)} rows per event (last batch ${bytes} bytes)`)
+for (const [name, times] of results) {
+  times.sort((a, b) => a - b)
+  console.log(
+    `${name}: min ${times[0]!.toFixed(3)}, lower quartile ${times[Math.floor(times.length / 4)]!.toFixed(3)}, median ${times[Math.floor(times.length / 2)]!.toFixed(3)} µs per event`,
+  )
+}
