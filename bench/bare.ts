@@ -10,6 +10,7 @@
 //   headers  request.headers read (content-length, content-type, authorization, user-agent, x-forwarded-for)
 //   body     request.body read (null or not) before the text, as a check for a body
 //   date     Date.now() and a Set add/delete per request (the engine's deadline bookkeeping)
+//   signal   request.signal.aborted read once the body is in (the engine's check for a closed connection)
 //   all      all of the above together
 //   ballast  none of them, but about 150 MB of small live objects (the engine's heap holds caches,
 //            lists and sessions): does a large live heap make each request dearer?
@@ -54,6 +55,7 @@ async function handle(request: Request, server: { requestIP(r: Request): { addre
     return new Response('bad json', { status: 400 })
   }
   if (entry) pending.delete(entry)
+  if (has('signal') && request.signal.aborted) return new Response(null, { status: 499 })
   const response = has('shared')
     ? new Response('ok', { status: 202, headers: sharedHeaders })
     : has('set')

@@ -206,6 +206,8 @@ export async function createEngine(config: ResolvedConfig, options: EngineOption
         name: p.name,
         stage,
         run: p.instance.run.bind(p.instance),
+        method: p.instance.run,
+        instance: p.instance,
         ctx: makeContext(p.definition),
         async: p.definition.async === true,
         report: p.mode === 'report',

