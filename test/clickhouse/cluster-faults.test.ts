@@ -23,11 +23,12 @@ import { mkdtempSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { stringify } from 'yaml'
 import type { AnalyticsEvent } from '../../core/event.ts'
+import { eventLine, sessionLine } from '../../sinks/clickhouse/encode.ts'
 import clickhouse from '../../sinks/clickhouse/index.ts'
 import { capsFor, createTableSQL, DEDUP_WINDOW, type TableTarget } from '../../sinks/clickhouse/schema.ts'
 import { drained, duplicatedBlocks, expectExactlyOnce, replicated, SEQ, SINK } from './cluster-checks.ts'
 import { type Cluster, clusterAvailable, startCluster, waitForZooKeeper, warnIfNoCluster } from './cluster-harness.ts'
-import { dropProxy, rowsOf } from './drop-proxy.ts'
+import { type DroppedInsert, dropProxy, rowsOf } from './drop-proxy.ts'
 import {
   finalSessions,
   realisticEvents,
@@ -386,15 +387,41 @@ describe.skipIf(!clusterAvailable)('ClickHouse cluster faults: ZooKeeper + two C
     }
   }, 60_000)
 
+  /** The block ids in the deduplication log (ZooKeeper's `blocks` node) of `table`'s `_local` table. */
+  const zookeeperPaths = new Map<string, string>()
+  async function blockIds(table: string): Promise<string[]> {
+    let path = zookeeperPaths.get(table)
+    if (path === undefined) {
+      const [db, name] = table.split('.')
+      const [replica] = await r1.rows<{ zookeeper_path: string }>(
+        `SELECT zookeeper_path FROM system.replicas WHERE database = '${db}' AND table = '${name}_local'`,
+      )
+      if (!replica) throw new Error(`${table}_local is not a replicated table`)
+      path = replica.zookeeper_path
+      zookeeperPaths.set(table, path)
+    }
+    const blocks = await r1.rows<{ name: string }>(`SELECT name FROM system.zookeeper WHERE path = '${path}/blocks'`)
+    return blocks.map((b) => b.name)
+  }
+
   /**
    * 4 sinks (shippers) write their own sessions through proxies that lose one insert answer in five
-   * and hold that connection `HOLD_MS` before cutting it (an answer lost in a hung network): the
-   * other shippers insert meanwhile, so the retry comes after many other blocks. Tables made by the
-   * engine's DDL, with the cleanup of old block ids every second (30-40 s by default) and the given
-   * window. Returns the stored counts next to the expected ones.
+   * and keep that connection silent (an answer lost in a hung network) until `hold` is done; only
+   * then is it cut and the sink resends the batch. The hold waits for what decides whether the
+   * resent batch is a duplicate, not for a time in which that may or may not happen: with a window
+   * of 3, until the cleanup (every second here; 30-40 s by default) has removed from ZooKeeper every
+   * block id the log held when the answer was lost; with the engine's window, until `FILLS` newer
+   * blocks went in and `CLEANUP_MS` passed, every id still there. The newer blocks come from the
+   * other shippers and, so that they come even while every shipper waits, from a fifth writer
+   * without a proxy that inserts `FILLS` batches into the lost insert's table at each loss. Tables
+   * made by the engine's DDL with the given window. Returns the stored counts next to the expected
+   * ones, the fifth writer's rows included.
    */
   async function shippersThroughLostAnswers(db: string, window: number) {
-    const HOLD_MS = 1500
+    // Longer than a period of the cleanup (cleanup_delay_period = 1 s plus its own run).
+    const CLEANUP_MS = 1500
+    // Blocks inserted after a lost one in its table: a window of 3 then keeps none older.
+    const FILLS = 3
     const SHIPPERS = 4
     const CHUNKS = 8
     const CHUNK = 30
@@ -417,17 +444,73 @@ describe.skipIf(!clusterAvailable)('ClickHouse cluster faults: ZooKeeper + two C
         ),
       )
     }
+    const config = (urls: string[]) =>
+      sinkConfig(db, urls, {
+        countersTable: '',
+        // Batches are sealed by the shippers' flush() calls.
+        flushIntervalMs: 60_000,
+        // Longer than any hold: the retry starts when the proxy cuts the connection, not before.
+        requestTimeoutMs: 30_000,
+      })
+    // Events the shippers sent; events whose event rows, and whose session rows, the fifth writer stored.
+    const all: AnalyticsEvent[] = []
+    const filledEvents: AnalyticsEvent[] = []
+    const filledSessions: AnalyticsEvent[] = []
+    // The fifth writer: one session (3 events, one partition: one block) per batch, straight to a
+    // replica's _local table, one connection per insert and no retry: stored once or the hold fails.
+    const fillerEvents = realisticEvents(3 * 1000, SHIPPERS + 1)
+    let taken = 0
+    const fill = (table: string) =>
+      Promise.all(
+        Array.from({ length: FILLS }, async () => {
+          const events = fillerEvents.slice(taken, taken + 3)
+          taken += 3
+          if (events.length < 3) throw new Error('the fifth writer ran out of events')
+          const sessions = table.endsWith('.sessions_v2')
+          const lines = sessions ? events.flatMap((e) => e.sessionRows.map(sessionLine)) : events.map(eventLine)
+          await r1.query(`INSERT INTO ${table}_local FORMAT JSONEachRow\n${lines.join('\n')}`)
+          ;(sessions ? filledSessions : filledEvents).push(...events)
+        }),
+      )
+    const holdErrors: string[] = []
+    const holdsMs: number[] = []
+    // The fifth writer's inserts, still running when a hold ends early (awaited before counting).
+    const fills: Promise<unknown>[] = []
+    const hold = async (drop: DroppedInsert) => {
+      const started = performance.now()
+      try {
+        const before = await blockIds(drop.table)
+        // The shippers may insert the newer blocks first; the fifth writer makes sure they come.
+        fills.push(fill(drop.table).catch((error: Error) => holdErrors.push(`${drop.table}: ${error.message}`)))
+        const deadline = Date.now() + 10_000
+        for (;;) {
+          const now = new Set(await blockIds(drop.table))
+          // With a window of 3: released once the cleanup removed every id the log held at the loss.
+          if (window <= FILLS && before.every((id) => !now.has(id))) break
+          // With the engine's: once FILLS newer blocks went in, and a cleanup period after that.
+          if (window > FILLS && now.size - before.length >= FILLS) {
+            await Bun.sleep(CLEANUP_MS)
+            const after = new Set(await blockIds(drop.table))
+            const gone = before.filter((id) => !after.has(id))
+            if (gone.length > 0) throw new Error(`${gone.length} block ids left the deduplication log`)
+            break
+          }
+          if (Date.now() > deadline) throw new Error('the deduplication log did not change as expected within 10 s')
+          await Bun.sleep(100)
+        }
+      } catch (error) {
+        holdErrors.push(`${drop.table}: ${(error as Error).message}`)
+      } finally {
+        holdsMs.push(performance.now() - started)
+      }
+    }
     const counter = { n: 0 }
-    const p1 = await dropProxy(r1.httpPort, { every: 5, holdMs: HOLD_MS, counter })
-    const p2 = await dropProxy(r2.httpPort, { every: 5, holdMs: HOLD_MS, counter })
-    const config = sinkConfig(db, [`http://127.0.0.1:${p1.port}`, `http://127.0.0.1:${p2.port}`], {
-      countersTable: '',
-      // Batches are sealed by the shippers' flush() calls.
-      flushIntervalMs: 60_000,
-    })
+    const p1 = await dropProxy(r1.httpPort, { every: 5, hold, counter })
+    const p2 = await dropProxy(r2.httpPort, { every: 5, hold, counter })
+    const urls = [`http://127.0.0.1:${p1.port}`, `http://127.0.0.1:${p2.port}`]
     // The migration adds the Distributed tables and reports the small window it cannot change.
     const lines = await clickhouse.migrate!(
-      sinkOptions(clickhouse, { ...config, url: r1.url, urls: [r2.url] }),
+      sinkOptions(clickhouse, { ...config(urls), url: r1.url, urls: [r2.url] }),
       scratchServices(),
     )
     if (window < DEDUP_WINDOW) {
@@ -435,11 +518,10 @@ describe.skipIf(!clusterAvailable)('ClickHouse cluster faults: ZooKeeper + two C
         `${db}.events_v2_local has replicated_deduplication_window = ${window}, below ${DEDUP_WINDOW}; ClickHouse 18.16.1 cannot change it: recreate the table to make retries safe under load`,
       )
     }
-    const all: AnalyticsEvent[] = []
     try {
       await Promise.all(
         Array.from({ length: SHIPPERS }, async (_, i) => {
-          const { sink, stats } = await setupSink(clickhouse, config)
+          const { sink, stats } = await setupSink(clickhouse, config(urls))
           const events = realisticEvents(CHUNKS * CHUNK, i + 1)
           all.push(...events)
           for (let c = 0; c < CHUNKS; c++) {
@@ -463,9 +545,11 @@ describe.skipIf(!clusterAvailable)('ClickHouse cluster faults: ZooKeeper + two C
     } finally {
       await p1.close()
       await p2.close()
+      await Promise.all(fills)
     }
+    expect(holdErrors).toEqual([])
     const lost = [...p1.drops, ...p2.drops]
-    await replicated([r1, r2], db, all.length)
+    await replicated([r1, r2], db, all.length + filledEvents.length)
     const [row] = await r1.rows<Record<string, string>>(
       `SELECT
          (SELECT count() FROM ${db}.events_v2_local) AS events,
@@ -474,9 +558,11 @@ describe.skipIf(!clusterAvailable)('ClickHouse cluster faults: ZooKeeper + two C
          (SELECT sum(sign * events) FROM ${db}.sessions_v2_local) AS session_events,
          (SELECT count() FROM ${db}.sessions_v2_local FINAL) AS final_sessions`,
     )
-    const last = finalSessions(all)
+    const last = finalSessions([...all, ...filledSessions])
     return {
       inserts: counter.n,
+      filled: taken,
+      longestHoldMs: Math.round(Math.max(...holdsMs)),
       lost: lost.length,
       lostEventRows: lost.filter((d) => d.table === `${db}.events_v2`).reduce((n, d) => n + rowsOf(d.body), 0),
       stored: {
@@ -487,8 +573,8 @@ describe.skipIf(!clusterAvailable)('ClickHouse cluster faults: ZooKeeper + two C
         finalSessions: Number(row?.final_sessions),
       },
       expected: {
-        events: all.length,
-        distinctEvents: all.length,
+        events: all.length + filledEvents.length,
+        distinctEvents: all.length + filledEvents.length,
         sessions: last.length,
         sessionEvents: last.reduce((n, s) => n + s.events, 0),
         finalSessions: last.length,
@@ -502,12 +588,12 @@ describe.skipIf(!clusterAvailable)('ClickHouse cluster faults: ZooKeeper + two C
     const small = await shippersThroughLostAnswers('window3', 3)
     const engine = await shippersThroughLostAnswers('windowengine', DEDUP_WINDOW)
     console.info(
-      `dedup window 3: ${small.inserts} inserts, ${small.lost} answers lost (${small.lostEventRows} event rows), stored ${JSON.stringify(small.stored)} for ${JSON.stringify(small.expected)}; ` +
-        `window ${DEDUP_WINDOW}: ${engine.inserts} inserts, ${engine.lost} lost, stored ${JSON.stringify(engine.stored)}`,
+      `dedup window 3: ${small.inserts} inserts, ${small.filled} rows of a fifth writer, ${small.lost} answers lost (${small.lostEventRows} event rows, held up to ${small.longestHoldMs} ms), stored ${JSON.stringify(small.stored)} for ${JSON.stringify(small.expected)}; ` +
+        `window ${DEDUP_WINDOW}: ${engine.inserts} inserts, ${engine.filled} rows of a fifth writer, ${engine.lost} lost (held up to ${engine.longestHoldMs} ms), stored ${JSON.stringify(engine.stored)} for ${JSON.stringify(engine.expected)}`,
     )
-    // With 3: the retries came after more than 3 other blocks and a cleanup, so batches doubled:
-    // events, sessions or both, depending on which answers were lost (one run doubled only
-    // session batches: 330 sessions for 320, events exact).
+    // With 3: each retry came after 3 newer blocks and a cleanup that removed the lost block's id,
+    // so every batch whose answer was lost was stored again: events, sessions or both, depending on
+    // which answers were lost.
     expect(small.lost).toBeGreaterThan(0)
     expect(small.stored).not.toEqual(small.expected)
     expect(small.stored.events + small.stored.sessions).toBeGreaterThan(small.expected.events + small.expected.sessions)

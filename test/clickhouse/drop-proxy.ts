@@ -41,6 +41,11 @@ export interface DropOptions {
    * (a reset); more = a connection that hangs until it breaks, as a client's timeout would end it.
    */
   holdMs?: number
+  /**
+   * Holds the doomed connection, silent, until the returned promise settles (either way), then cuts
+   * it: the test decides what happens in the network's silence. Takes the place of `holdMs`.
+   */
+  hold?: (drop: DroppedInsert) => Promise<unknown>
   /** Counter shared by several proxies, so that "one in five" counts the inserts to all of them. */
   counter?: { n: number }
 }
@@ -110,14 +115,16 @@ export function dropProxy(targetPort: number, options: DropOptions): Promise<Dro
           if (counter.n % options.every === 0) {
             // The server has committed and begun to answer; the client never hears of it.
             doomed = true
-            drops.push({ table, body: parsed.body, answer: chunk.toString('latin1', 0, Math.min(chunk.length, 300)) })
+            const drop = { table, body: parsed.body, answer: chunk.toString('latin1', 0, Math.min(chunk.length, 300)) }
+            drops.push(drop)
             client.pause()
             upstream.pause()
             const cut = () => {
               client.destroy()
               upstream.destroy()
             }
-            if (options.holdMs) {
+            if (options.hold) void options.hold(drop).then(cut, cut)
+            else if (options.holdMs) {
               const timer = setTimeout(() => {
                 timers.delete(timer)
                 cut()
@@ -129,8 +136,14 @@ export function dropProxy(targetPort: number, options: DropOptions): Promise<Dro
       }
       if (!doomed) client.write(chunk)
     })
-    upstream.on('end', () => client.end())
-    upstream.on('error', () => client.destroy())
+    // A doomed connection stays silent until it is cut, even when the server closes its side after
+    // each answer (keep_alive_timeout 0): passing that on, the client would retry at once.
+    upstream.on('end', () => {
+      if (!doomed) client.end()
+    })
+    upstream.on('error', () => {
+      if (!doomed) client.destroy()
+    })
     client.on('error', () => upstream.destroy())
     client.on('close', () => upstream.destroy())
   })
