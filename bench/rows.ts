@@ -9,15 +9,16 @@
 // `--root DIR` takes core/row-lines.ts from another checkout (the commit before a change, say),
 // alternated pass by pass with this one's.
 
-import { readFileSync } from 'node:fs'
-import { resolve } from 'node:path'
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join, resolve } from 'node:path'
 import { parse } from 'yaml'
 import { resolveConfig } from '../core/config.ts'
 import { createEngine } from '../core/engine.ts'
 import type { AnalyticsEvent } from '../core/event.ts'
 import { silentLogger } from '../core/logger.ts'
-import type { Ingest, IngestRequest } from '../core/plugin.ts'
-import { generateCorpus } from './corpus.ts'
+import type { Ingest } from '../core/plugin.ts'
+import { corpusThroughRoute } from './corpus.ts'
 import { flag } from './load.ts'
 
 const root = resolve(import.meta.dir, '..')
@@ -32,7 +33,8 @@ if (other !== '') writers.push([other, (await import(resolve(other, 'core/row-li
 
 const raw = parse(readFileSync(configPath, 'utf8')) as Record<string, unknown>
 raw.sinks = [{ memory: { maxRows: 1000 } }]
-raw.stateDir = undefined
+// A fresh state folder: no sessions restored from an earlier run's snapshot.
+raw.stateDir = mkdtempSync(join(tmpdir(), 'bench-rows-'))
 const config = await resolveConfig(raw, { source: configPath, baseDir: resolve(configPath, '..'), vars: {} })
 const engine = await createEngine(config, { logger: silentLogger })
 const route = engine.routes.find((r) => r.route.path === '/api/event')!.route
@@ -49,16 +51,9 @@ const capture: Ingest = {
     }),
   recordDrop: () => {},
 }
-for (const r of generateCorpus(count, 7)) {
-  const request = new Request('http://localhost/api/event', {
-    method: 'POST',
-    headers: { 'content-type': 'text/plain', 'user-agent': r.ua, 'x-forwarded-for': r.ip },
-    body: r.body,
-  })
-  const req: IngestRequest = { request, body: r.body, params: {}, peerIp: '127.0.0.1', receivedAt: Date.now() }
-  await route.handle(req, capture)
-}
+await corpusThroughRoute(route, capture, count, 7)
 await engine.shutdown()
+rmSync(raw.stateDir as string, { recursive: true, force: true })
 
 const OPEN = new TextEncoder().encode('{"_table":"x",')
 const rows = events.reduce((n, e) => n + 1 + e.sessionRows.length, 0)

@@ -4,15 +4,16 @@
 //
 //   bun bench/stages.ts [--config bench/cases/engine-stdout.yaml] [--events 50000]
 
-import { readFileSync } from 'node:fs'
-import { resolve } from 'node:path'
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join, resolve } from 'node:path'
 import { parse } from 'yaml'
 import { resolveConfig } from '../core/config.ts'
 import { createEngine } from '../core/engine.ts'
 import type { AnalyticsEvent } from '../core/event.ts'
 import { silentLogger } from '../core/logger.ts'
-import type { Ingest, IngestRequest } from '../core/plugin.ts'
-import { generateCorpus } from './corpus.ts'
+import type { Ingest } from '../core/plugin.ts'
+import { corpusThroughRoute } from './corpus.ts'
 import { flag } from './load.ts'
 
 const root = resolve(import.meta.dir, '..')
@@ -22,6 +23,8 @@ const count = Number(flag('events', '50000'))
 const raw = parse(readFileSync(configPath, 'utf8')) as Record<string, unknown>
 // The sink under test writes into memory through its own code path, but stdout stays quiet.
 raw.sinks = [{ memory: { maxRows: 1000 } }]
+// A fresh state folder: no sessions restored from an earlier run's snapshot.
+raw.stateDir = mkdtempSync(join(tmpdir(), 'bench-stages-'))
 const config = await resolveConfig(raw, { source: configPath, baseDir: resolve(configPath, '..'), vars: {} })
 const engine = await createEngine(config, { logger: silentLogger })
 const route = engine.routes.find((r) => r.route.path === '/api/event')!.route
@@ -37,15 +40,7 @@ async function parseCorpus(): Promise<AnalyticsEvent[]> {
     },
     recordDrop: () => {},
   }
-  for (const r of generateCorpus(count, 7)) {
-    const request = new Request('http://localhost/api/event', {
-      method: 'POST',
-      headers: { 'content-type': 'text/plain', 'user-agent': r.ua, 'x-forwarded-for': r.ip },
-      body: r.body,
-    })
-    const req: IngestRequest = { request, body: r.body, params: {}, peerIp: '127.0.0.1', receivedAt: Date.now() }
-    await route.handle(req, capture)
-  }
+  await corpusThroughRoute(route, capture, count, 7)
   return captured
 }
 
@@ -87,3 +82,4 @@ names.forEach((name, i) => {
 })
 console.log(`| total | ${total.toFixed(0)} |`)
 await engine.shutdown()
+rmSync(raw.stateDir as string, { recursive: true, force: true })
