@@ -3,8 +3,6 @@
 // page views with referrers and UTM tags, custom events with props, engagement after page views,
 // and about 5% bots and spam referrers.
 
-import type { Ingest, IngestRequest, Route } from '../core/plugin.ts'
-
 /** A small, fast, seedable PRNG (mulberry32). */
 export function rng(seed: number): () => number {
   let a = seed >>> 0
@@ -153,20 +151,4 @@ export function* corpusStream(seed = 42, site?: string): Generator<CorpusRequest
 /** The corpus as wrk reads it: one request per line, `ip \t ua \t body`. */
 export function corpusLines(corpus: CorpusRequest[]): string {
   return `${corpus.map((r) => `${r.ip}\t${r.ua}\t${r.body}`).join('\n')}\n`
-}
-
-/**
- * The corpus as real Requests through a dialect's route in-process, `ingest` receiving what the
- * dialect makes of them (bench/stages.ts and bench/rows.ts capture the events there).
- */
-export async function corpusThroughRoute(route: Route, ingest: Ingest, count: number, seed: number): Promise<void> {
-  for (const r of generateCorpus(count, seed)) {
-    const request = new Request('http://localhost/api/event', {
-      method: 'POST',
-      headers: { 'content-type': 'text/plain', 'user-agent': r.ua, 'x-forwarded-for': r.ip },
-      body: r.body,
-    })
-    const req: IngestRequest = { request, body: r.body, params: {}, peerIp: '127.0.0.1', receivedAt: Date.now() }
-    await route.handle(req, ingest)
-  }
 }

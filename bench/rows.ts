@@ -9,16 +9,10 @@
 // `--root DIR` takes core/row-lines.ts from another checkout (the commit before a change, say),
 // alternated pass by pass with this one's.
 
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs'
-import { tmpdir } from 'node:os'
-import { join, resolve } from 'node:path'
-import { parse } from 'yaml'
-import { resolveConfig } from '../core/config.ts'
-import { createEngine } from '../core/engine.ts'
+import { resolve } from 'node:path'
 import type { AnalyticsEvent } from '../core/event.ts'
-import { silentLogger } from '../core/logger.ts'
 import type { Ingest } from '../core/plugin.ts'
-import { corpusThroughRoute } from './corpus.ts'
+import { corpusThroughRoute, inProcessEngine } from './in-process.ts'
 import { flag } from './load.ts'
 
 const root = resolve(import.meta.dir, '..')
@@ -31,13 +25,7 @@ type Writer = typeof import('../core/row-lines.ts')
 const writers: [string, Writer][] = [['this', await import('../core/row-lines.ts')]]
 if (other !== '') writers.push([other, (await import(resolve(other, 'core/row-lines.ts'))) as Writer])
 
-const raw = parse(readFileSync(configPath, 'utf8')) as Record<string, unknown>
-raw.sinks = [{ memory: { maxRows: 1000 } }]
-// A fresh state folder: no sessions restored from an earlier run's snapshot.
-raw.stateDir = mkdtempSync(join(tmpdir(), 'bench-rows-'))
-const config = await resolveConfig(raw, { source: configPath, baseDir: resolve(configPath, '..'), vars: {} })
-const engine = await createEngine(config, { logger: silentLogger })
-const route = engine.routes.find((r) => r.route.path === '/api/event')!.route
+const { engine, route, close } = await inProcessEngine(configPath)
 
 /** The corpus's events as the sinks get them: parsed by the dialect, then through every plugin. */
 const events: AnalyticsEvent[] = []
@@ -52,8 +40,7 @@ const capture: Ingest = {
   recordDrop: () => {},
 }
 await corpusThroughRoute(route, capture, count, 7)
-await engine.shutdown()
-rmSync(raw.stateDir as string, { recursive: true, force: true })
+await close()
 
 const OPEN = new TextEncoder().encode('{"_table":"x",')
 const rows = events.reduce((n, e) => n + 1 + e.sessionRows.length, 0)

@@ -4,30 +4,17 @@
 //
 //   bun bench/stages.ts [--config bench/cases/engine-stdout.yaml] [--events 50000]
 
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs'
-import { tmpdir } from 'node:os'
-import { join, resolve } from 'node:path'
-import { parse } from 'yaml'
-import { resolveConfig } from '../core/config.ts'
-import { createEngine } from '../core/engine.ts'
+import { resolve } from 'node:path'
 import type { AnalyticsEvent } from '../core/event.ts'
-import { silentLogger } from '../core/logger.ts'
 import type { Ingest } from '../core/plugin.ts'
-import { corpusThroughRoute } from './corpus.ts'
+import { corpusThroughRoute, inProcessEngine } from './in-process.ts'
 import { flag } from './load.ts'
 
 const root = resolve(import.meta.dir, '..')
 const configPath = resolve(root, flag('config', 'bench/cases/engine-stdout.yaml'))
 const count = Number(flag('events', '50000'))
 
-const raw = parse(readFileSync(configPath, 'utf8')) as Record<string, unknown>
-// The sink under test writes into memory through its own code path, but stdout stays quiet.
-raw.sinks = [{ memory: { maxRows: 1000 } }]
-// A fresh state folder: no sessions restored from an earlier run's snapshot.
-raw.stateDir = mkdtempSync(join(tmpdir(), 'bench-stages-'))
-const config = await resolveConfig(raw, { source: configPath, baseDir: resolve(configPath, '..'), vars: {} })
-const engine = await createEngine(config, { logger: silentLogger })
-const route = engine.routes.find((r) => r.route.path === '/api/event')!.route
+const { engine, route, close } = await inProcessEngine(configPath)
 
 /** Turns the corpus into events with the dialect's own parser, without running the pipeline. */
 async function parseCorpus(): Promise<AnalyticsEvent[]> {
@@ -81,5 +68,4 @@ names.forEach((name, i) => {
   console.log(`| ${name} | ${ns.toFixed(0)} |`)
 })
 console.log(`| total | ${total.toFixed(0)} |`)
-await engine.shutdown()
-rmSync(raw.stateDir as string, { recursive: true, force: true })
+await close()
