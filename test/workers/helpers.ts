@@ -20,6 +20,8 @@ export const ipOf = (v: number) => `10.${(v >> 16) & 255}.${(v >> 8) & 255}.${v 
 export function streamSeqs(port: number, rate: number, parallel = CONCURRENCY) {
   const accepted = new Set<number>()
   const failures = new Map<number, number>()
+  /** Each failed request: its seq, when it was sent and ended (epoch ms), and how it failed. */
+  const failed: { seq: number; sentAt: number; endedAt: number; how: string }[] = []
   let next = 0
   let streaming = true
   const pause = (parallel * 1000) / rate
@@ -28,14 +30,20 @@ export function streamSeqs(port: number, rate: number, parallel = CONCURRENCY) {
       while (streaming) {
         const seq = next++
         const began = Date.now()
-        const status = await send(port, seq % 5000, {
-          n: 'pageview',
-          u: `https://example.com/s/${seq}`,
-          d: 'example.com',
-          p: { seq: String(seq) },
-        })
+        let how = ''
+        const status = await send(
+          port,
+          seq % 5000,
+          { n: 'pageview', u: `https://example.com/s/${seq}`, d: 'example.com', p: { seq: String(seq) } },
+          (failure) => {
+            how = failure
+          },
+        )
         if (status === 202) accepted.add(seq)
-        else failures.set(status, (failures.get(status) ?? 0) + 1)
+        else {
+          failures.set(status, (failures.get(status) ?? 0) + 1)
+          failed.push({ seq, sentAt: began, endedAt: Date.now(), how: how || `HTTP ${status}` })
+        }
         const wait = pause - (Date.now() - began)
         if (wait > 0) await Bun.sleep(wait)
       }
@@ -44,6 +52,7 @@ export function streamSeqs(port: number, rate: number, parallel = CONCURRENCY) {
   return {
     accepted,
     failures,
+    failed,
     sent: () => next,
     async stop() {
       streaming = false
@@ -55,9 +64,15 @@ export function streamSeqs(port: number, rate: number, parallel = CONCURRENCY) {
 /**
  * One tracker request on a new TCP connection (`Connection: close`), written by hand: a fetch per
  * fresh connection costs the client several times more CPU than the engine spends on the request.
- * Resolves with the status, or 0 when the connection failed.
+ * Resolves with the status, or 0 when the connection failed; `onFailure` then hears how (refused,
+ * reset, closed without an answer, or a partial answer).
  */
-export function send(port: number, visitor: number, body: Record<string, unknown>): Promise<number> {
+export function send(
+  port: number,
+  visitor: number,
+  body: Record<string, unknown>,
+  onFailure?: (how: string) => void,
+): Promise<number> {
   const payload = JSON.stringify(body)
   const request =
     `POST /api/event HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-type: text/plain\r\n` +
@@ -65,9 +80,17 @@ export function send(port: number, visitor: number, body: Record<string, unknown
     `content-length: ${Buffer.byteLength(payload)}\r\n\r\n${payload}`
   return new Promise((resolve) => {
     let answer = ''
-    const done = () => {
+    const failed = (how: string) => {
+      onFailure?.(how)
+      resolve(0)
+    }
+    const done = (error?: Error) => {
       const status = /^HTTP\/1\.1 (\d{3})/.exec(answer)
-      resolve(status ? Number(status[1]) : 0)
+      if (status) resolve(Number(status[1]))
+      else
+        failed(
+          `${error ? `reset (${(error as Error & { code?: string }).code ?? error.message})` : 'closed'} after ${answer.length} bytes of answer`,
+        )
     }
     Bun.connect({
       hostname: '127.0.0.1',
@@ -79,11 +102,12 @@ export function send(port: number, visitor: number, body: Record<string, unknown
         data: (_socket, chunk) => {
           answer += chunk.toString()
         },
-        close: done,
-        error: done,
-        connectError: () => resolve(0),
+        close: (_socket, error) => done(error),
+        error: (_socket, error) => done(error),
+        connectError: (_socket, error) =>
+          failed(`connect: ${(error as Error & { code?: string }).code ?? error.message}`),
       },
-    }).catch(() => resolve(0))
+    }).catch((error: Error & { code?: string }) => failed(`connect: ${error.code ?? error.message}`))
   })
 }
 

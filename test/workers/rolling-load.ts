@@ -1,7 +1,8 @@
 // The load of test/workers/rolling.test.ts, run inside its network namespace (`ip netns exec NS bun
 // rolling-load.ts PORT RATE`): tracker requests with a unique `seq` prop, each on a fresh connection,
 // about RATE a second (default 1,000) from 48 loops, until SIGTERM; then one JSON line on stdout: the seqs answered
-// 202, the failed requests by status (0 = connection reset or refused) and the count sent.
+// 202, the failed requests by status (0 = connection reset or refused) and each failure's detail, and
+// the count sent.
 
 import { streamSeqs } from './helpers.ts'
 
@@ -11,6 +12,8 @@ const traffic = streamSeqs(port, rate, 48)
 process.on('SIGTERM', async () => {
   await traffic.stop()
   const failures = Object.fromEntries(traffic.failures)
-  console.log(JSON.stringify({ sent: traffic.sent(), accepted: [...traffic.accepted], failures }))
+  console.log(
+    JSON.stringify({ sent: traffic.sent(), accepted: [...traffic.accepted], failures, failed: traffic.failed }),
+  )
 })
 console.error('load started')

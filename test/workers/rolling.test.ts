@@ -34,6 +34,27 @@ interface LoadResult {
   sent: number
   accepted: number[]
   failures: Record<string, number>
+  failed: { seq: number; sentAt: number; endedAt: number; how: string }[]
+}
+
+/**
+ * What a failed run needs to be understood: each failed request (when, how; the first five) and the engine's log
+ * lines from a second before it was sent to a second after it ended.
+ */
+function explainFailures(result: LoadResult, log: string): string {
+  const lines = log.split('\n').filter((line) => line.startsWith('{'))
+  const at = (line: string) => Date.parse((JSON.parse(line) as { time: string }).time)
+  // The first few: the control fails on purpose, a dozen times in some runs.
+  return result.failed
+    .slice(0, 5)
+    .map((f) => {
+      const near = lines.filter((line) => at(line) >= f.sentAt - 1000 && at(line) <= f.endedAt + 1000)
+      return [
+        `seq ${f.seq} sent ${new Date(f.sentAt).toISOString()}, ${f.how} after ${f.endedAt - f.sentAt} ms; the engine's log then:`,
+        ...near,
+      ].join('\n')
+    })
+    .join('\n')
 }
 
 /** Reads a stream to the end into `into`, always: a full pipe would stall the writer. */
@@ -140,6 +161,7 @@ describe.skipIf(unavailable !== undefined)(
           `${RESTARTS} rolling restarts, tcp_migrate_req=${migrate}: ${restartMs.join(', ')} ms each for 2 workers; ${result.sent} requests ` +
             `at ~${RATE}/s, ${result.accepted.length} answered 202, ${failed} failed ${JSON.stringify(result.failures)}`,
         )
+        if (failed > 0) console.info(explainFailures(result, log.text))
         return { result, failed, stored, log: log.text }
       } finally {
         load?.kill('SIGKILL')
