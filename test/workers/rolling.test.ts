@@ -45,14 +45,21 @@ interface LoadResult {
  */
 function explainFailures(result: LoadResult, log: string): string {
   const lines = log.split('\n').filter((line) => line.startsWith('{'))
-  const at = (line: string) => Date.parse((JSON.parse(line) as { time: string }).time)
+  // Two workers share the pipe: a line cut by the other's write has no time and is left out.
+  const at = (line: string) => {
+    try {
+      return Date.parse((JSON.parse(line) as { time: string }).time)
+    } catch {
+      return Number.NaN
+    }
+  }
   // The first few: the control fails on purpose, a dozen times in some runs.
   return result.failed
     .slice(0, 5)
     .map((f) => {
       const near = lines.filter((line) => at(line) >= f.sentAt - 1000 && at(line) <= f.endedAt + 1000)
       return [
-        `seq ${f.seq} sent ${new Date(f.sentAt).toISOString()}, ${f.how} after ${f.endedAt - f.sentAt} ms; the engine's log then:`,
+        `seq ${f.seq} sent ${new Date(f.sentAt).toISOString()}: ${f.how}, ${f.endedAt - f.sentAt} ms later; the engine's log then:`,
         ...near,
       ].join('\n')
     })
