@@ -87,10 +87,7 @@ export function send(
     const done = (error?: Error) => {
       const status = /^HTTP\/1\.1 (\d{3})/.exec(answer)
       if (status) resolve(Number(status[1]))
-      else
-        failed(
-          `${error ? `reset (${(error as Error & { code?: string }).code ?? error.message})` : 'closed'} after ${answer.length} bytes of answer`,
-        )
+      else failed(`${error ? `reset (${codeOf(error)})` : 'closed'} after ${answer.length} bytes of answer`)
     }
     Bun.connect({
       hostname: '127.0.0.1',
@@ -104,12 +101,14 @@ export function send(
         },
         close: (_socket, error) => done(error),
         error: (_socket, error) => done(error),
-        connectError: (_socket, error) =>
-          failed(`connect: ${(error as Error & { code?: string }).code ?? error.message}`),
+        connectError: (_socket, error) => failed(`connect: ${codeOf(error)}`),
       },
-    }).catch((error: Error & { code?: string }) => failed(`connect: ${error.code ?? error.message}`))
+    }).catch((error: Error) => failed(`connect: ${codeOf(error)}`))
   })
 }
+
+/** A socket error's code (ECONNRESET, …), or its message when it has none. */
+const codeOf = (error: Error): string => (error as Error & { code?: string }).code ?? error.message
 
 /** Every visitor's four requests, in order per visitor, `CONCURRENCY` visitors at a time; the statuses seen. */
 export async function visit(base: string, visitors: number): Promise<Map<number, number>> {

@@ -44,20 +44,20 @@ interface LoadResult {
  * lines from a second before it was sent to a second after it ended.
  */
 function explainFailures(result: LoadResult, log: string): string {
-  const lines = log.split('\n').filter((line) => line.startsWith('{'))
-  // Two workers share the pipe: a line cut by the other's write has no time and is left out.
-  const at = (line: string) => {
+  // Each line's time, read once. Two workers share the pipe: a line cut by the other's write has no
+  // time and is left out.
+  const timed: { at: number; line: string }[] = []
+  for (const line of log.split('\n')) {
+    if (!line.startsWith('{')) continue
     try {
-      return Date.parse((JSON.parse(line) as { time: string }).time)
-    } catch {
-      return Number.NaN
-    }
+      timed.push({ at: Date.parse((JSON.parse(line) as { time: string }).time), line })
+    } catch {}
   }
   // The first few: the control fails on purpose, a dozen times in some runs.
   return result.failed
     .slice(0, 5)
     .map((f) => {
-      const near = lines.filter((line) => at(line) >= f.sentAt - 1000 && at(line) <= f.endedAt + 1000)
+      const near = timed.filter(({ at }) => at >= f.sentAt - 1000 && at <= f.endedAt + 1000).map(({ line }) => line)
       return [
         `seq ${f.seq} sent ${new Date(f.sentAt).toISOString()}: ${f.how}, ${f.endedAt - f.sentAt} ms later; the engine's log then:`,
         ...near,
