@@ -8,7 +8,7 @@
 //
 // Tests use `describe.skipIf(!clickhouseBinary)` so a machine without ClickHouse skips them visibly.
 
-import { existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs'
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
 import { createServer } from 'node:net'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
@@ -142,6 +142,8 @@ export async function startClickHouse(options: StartOptions = {}): Promise<Click
   const url = `http://127.0.0.1:${httpPort}`
   let proc: Subprocess | undefined
   let alive = false
+  /** Set while the harness itself stops the server, whose exit is then no news. */
+  let stopping = false
 
   const query = async (sql: string, settings: Record<string, string | number> = {}): Promise<string> => {
     const params = new URLSearchParams(Object.entries(settings).map(([k, v]) => [k, String(v)]))
@@ -158,9 +160,12 @@ export async function startClickHouse(options: StartOptions = {}): Promise<Click
     proc = started
     alive = true
     live.add(started)
+    stopping = false
     void started.exited.then(() => {
       live.delete(started)
       if (proc === started) alive = false
+      // A server that dies on its own makes the next test fail far from the cause: say so with its log.
+      if (!stopping && proc === started) reportUnexpectedExit(started, httpPort, dir)
     })
     const deadline = Date.now() + 30_000
     for (;;) {
@@ -178,6 +183,7 @@ export async function startClickHouse(options: StartOptions = {}): Promise<Click
 
   const signal = async (sig: 'SIGTERM' | 'SIGKILL'): Promise<void> => {
     if (!proc || !alive) return
+    stopping = true
     proc.kill(sig)
     await proc.exited
     alive = false
@@ -211,4 +217,18 @@ export async function startClickHouse(options: StartOptions = {}): Promise<Click
       rmSync(dir, { recursive: true, force: true, maxRetries: 3 })
     },
   }
+}
+
+/** Prints, on stderr, that a test server exited unasked, with the end of its error log. */
+function reportUnexpectedExit(proc: Subprocess, httpPort: number, dir: string): void {
+  let tail = '(no server.err.log)'
+  try {
+    tail = readFileSync(join(dir, 'server.err.log'), 'utf8').split('\n').slice(-30).join('\n')
+  } catch {
+    // The folder may already be gone.
+  }
+  console.error(
+    `clickhouse-server on port ${httpPort} exited unasked (code ${proc.exitCode}, signal ${proc.signalCode}); ` +
+      `the end of ${dir}/server.err.log:\n${tail}`,
+  )
 }
