@@ -55,7 +55,8 @@ function* samples(script: string, tid: string): Generator<{ time: number; frames
 function whereOf(frame: string): Where {
   if (frame.includes('[kernel')) return 'kernel'
   if (frame.includes('libc.so')) return 'libc'
-  if (frame.includes('JSC-')) return 'js'
+  // Compiled JavaScript, named from the JITDump or not.
+  if (frame.includes('JSC-') || frame.includes('[JIT]')) return 'js'
   return 'native'
 }
 
@@ -101,7 +102,8 @@ try {
   await waitReady(port, 'health', proc)
   if (warmup > 0) await replayCorpus(port, { seconds: warmup, seed: 1, connections: 64 })
   if (longTurnMs > 0) proc.kill('SIGUSR1')
-  // Paced: wrk waits 10 ms between a connection's requests, so rate/100 connections offer `rate`.
+  // Paced: each of rate/100 connections waits 10 ms between its requests (and for each answer), so
+  // the rate reached is somewhat below `rate`.
   const paced = rate > 0 ? { connections: Math.max(1, Math.round(rate / 100)), delayMs: 10 } : { connections: 64 }
   const load = replayCorpus(port, { seconds: seconds + 2, seed: 2, ...paced })
   await Bun.sleep(1000)
@@ -116,7 +118,7 @@ try {
     ]),
     { stdout: 'ignore', stderr: 'inherit' },
   )
-  await perf.exited
+  if ((await perf.exited) !== 0) throw new Error('perf record failed (is perf allowed to trace this process?)')
   const requests = await load
   proc.kill('SIGTERM')
   await proc.exited
