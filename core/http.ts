@@ -54,9 +54,14 @@ function timedOut(): Response {
 
 const TIMEOUT = Symbol('timeout')
 
+/**
+ * A body read with a deadline. The sweeper settles a late one through the read's own resolve function
+ * (with the 408 answer, or TIMEOUT for `race`), so no callback is made per read for it.
+ */
 interface PendingRead {
   startedAt: number
-  expire: () => void
+  answerLate: ((answer: Response) => void) | undefined
+  markLate: ((late: typeof TIMEOUT) => void) | undefined
 }
 
 /**
@@ -77,7 +82,7 @@ export class ReadDeadlines {
    */
   readText(request: Request): Promise<string | Response> {
     const { promise, resolve } = Promise.withResolvers<string | Response>()
-    const entry: PendingRead = { startedAt: Date.now(), expire: () => resolve(timedOut()) }
+    const entry: PendingRead = { startedAt: Date.now(), answerLate: resolve, markLate: undefined }
     this.watch(entry)
     request.text().then(
       (text) => {
@@ -92,7 +97,7 @@ export class ReadDeadlines {
 
   race<T>(work: Promise<T>): Promise<T | typeof TIMEOUT> {
     const { promise, resolve, reject } = Promise.withResolvers<T | typeof TIMEOUT>()
-    const entry: PendingRead = { startedAt: Date.now(), expire: () => resolve(TIMEOUT) }
+    const entry: PendingRead = { startedAt: Date.now(), answerLate: undefined, markLate: resolve }
     this.watch(entry)
     work.then(
       (value) => {
@@ -123,7 +128,8 @@ export class ReadDeadlines {
     for (const entry of this.pending) {
       if (entry.startedAt <= cutoff) {
         this.pending.delete(entry)
-        entry.expire()
+        if (entry.answerLate) entry.answerLate(timedOut())
+        else entry.markLate?.(TIMEOUT)
       }
     }
   }
@@ -261,11 +267,35 @@ function internalError(): Response {
  */
 const TURN_SLICE = 16
 
-interface Waiting {
-  route: Route
-  req: IngestRequest
-  resolve: (answer: Response | Promise<Response>) => void
-  reject: (error: unknown) => void
+/**
+ * A request waiting for its turn. Once `ran` has settled, `answer` holds what its dialect answered,
+ * or `failed` and `error` say that it threw. The requests of one turn share one `ran` promise, so
+ * waiting makes no promise and no callbacks per request.
+ */
+export class TurnTicket {
+  answer: Response | Promise<Response> | undefined = undefined
+  failed = false
+  error: unknown = undefined
+
+  constructor(
+    readonly route: Route,
+    readonly req: IngestRequest,
+    readonly ran: Promise<void>,
+  ) {}
+
+  /** The dialect's answer, or its error thrown; for once `ran` has settled. */
+  result(): Response | Promise<Response> {
+    if (this.failed) throw this.error
+    if (this.answer === undefined) throw new Error('the turn of this request has not run yet')
+    return this.answer
+  }
+}
+
+/** Up to TURN_SLICE requests that run in the same turn. */
+interface Slice {
+  tickets: TurnTicket[]
+  ran: Promise<void>
+  done: () => void
 }
 
 /**
@@ -276,8 +306,9 @@ interface Waiting {
  * "Batching by event-loop turn"). The wait is one turn: a lone request is not held back.
  */
 export class TurnBatch {
-  private waiting: Waiting[] = []
-  private readonly flush = () => this.runAll()
+  /** Waiting requests in arrival order; the first slice runs at the end of this turn, each next one a turn later. */
+  private readonly slices: Slice[] = []
+  private readonly flush = () => this.runNext()
 
   constructor(
     private readonly ingest: Ingest,
@@ -285,35 +316,48 @@ export class TurnBatch {
     private readonly onAborted: (route: Route) => void,
   ) {}
 
-  handle(route: Route, req: IngestRequest): Promise<Response> {
-    if (this.waiting.length === 0) setImmediate(this.flush)
-    const { promise, resolve, reject } = Promise.withResolvers<Response>()
-    this.waiting.push({ route, req, resolve, reject })
-    return promise
+  /** Queues a request; its answer is on the ticket once `ticket.ran` settles. */
+  enqueue(route: Route, req: IngestRequest): TurnTicket {
+    let slice = this.slices[this.slices.length - 1]
+    if (slice === undefined || slice.tickets.length >= TURN_SLICE) {
+      if (this.slices.length === 0) setImmediate(this.flush)
+      const { promise, resolve } = Promise.withResolvers<void>()
+      slice = { tickets: [], ran: promise, done: resolve }
+      this.slices.push(slice)
+    }
+    const ticket = new TurnTicket(route, req, slice.ran)
+    slice.tickets.push(ticket)
+    return ticket
   }
 
-  private runAll(): void {
-    let batch = this.waiting
-    if (batch.length > TURN_SLICE) {
-      // The rest waits one more turn, behind which the answers of this slice go out.
-      this.waiting = batch.slice(TURN_SLICE)
-      batch = batch.slice(0, TURN_SLICE)
-      setImmediate(this.flush)
-    } else this.waiting = []
-    for (const w of batch) {
+  /** A request's answer once its turn has run (the HTTP path uses `enqueue` itself). */
+  async handle(route: Route, req: IngestRequest): Promise<Response> {
+    const ticket = this.enqueue(route, req)
+    await ticket.ran
+    return ticket.result()
+  }
+
+  private runNext(): void {
+    const slice = this.slices.shift()
+    if (slice === undefined) return
+    // The next slice waits one more turn, behind which the answers of this one go out.
+    if (this.slices.length > 0) setImmediate(this.flush)
+    for (const t of slice.tickets) {
       try {
         // Bun has closed this connection unanswered (a request pipelined behind it): the client saw
         // nothing, so its events are not taken either, and a retry cannot make a duplicate.
-        if (w.req.request.signal.aborted) {
-          this.onAborted(w.route)
-          w.resolve(clientClosed())
+        if (t.req.request.signal.aborted) {
+          this.onAborted(t.route)
+          t.answer = clientClosed()
           continue
         }
-        w.resolve(w.route.handle(w.req, this.ingest))
+        t.answer = t.route.handle(t.req, this.ingest)
       } catch (error) {
-        w.reject(error)
+        t.failed = true
+        t.error = error
       }
     }
+    slice.done()
   }
 }
 
@@ -333,8 +377,12 @@ function ingestHandler(host: HttpHost, route: Route, turn: TurnBatch | undefined
       const req: IngestRequest = { request, body, params: params ?? {}, peerIp: normalisePeer(peer), receivedAt }
       let response: Response
       try {
-        if (turn) response = await turn.handle(route, req)
-        else {
+        if (turn) {
+          const ticket = turn.enqueue(route, req)
+          await ticket.ran
+          const answer = ticket.result()
+          response = answer instanceof Promise ? await answer : answer
+        } else {
           // A dialect answers synchronously unless an async plugin ran: await only a promise.
           const handled = route.handle(req, host.ingest)
           response = handled instanceof Promise ? await handled : handled
