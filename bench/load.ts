@@ -98,6 +98,11 @@ export function freshStateEnv(): Record<string, string | undefined> {
   return { ...process.env, BENCH_STATE: dir }
 }
 
+/** The command that serves the engine of this checkout with `config` on `port`; `flags` go to the runtime. */
+export function engineCommand(config: string, port: number, flags: readonly string[] = []): string[] {
+  return [process.execPath, ...flags, join(root, 'core/cli.ts'), 'serve', '--config', config, '--port', String(port)]
+}
+
 /** The value after `--name` on the command line, or `fallback`. */
 export function flag(name: string, fallback: string, args: readonly string[] = process.argv): string {
   const i = args.indexOf(`--${name}`)

@@ -21,7 +21,7 @@ import { tmpdir } from 'node:os'
 import { join, resolve } from 'node:path'
 import { corpusLines, generateCorpus } from './corpus.ts'
 import { jitDumpRanges } from './jitdump.ts'
-import { flag, freshStateEnv, replayCorpus, waitReady } from './load.ts'
+import { engineCommand, flag, freshStateEnv, replayCorpus, waitReady } from './load.ts'
 
 const root = resolve(import.meta.dir, '..')
 const seconds = Number(flag('seconds', '5'))
@@ -74,16 +74,7 @@ if (!existsSync(join(out, 'corpus.tsv'))) writeFileSync(join(out, 'corpus.tsv'),
 const work = mkdtempSync(join(tmpdir(), 'perf-native-'))
 const turnsFile = join(work, 'long-turns.txt')
 const proc = Bun.spawn(
-  [
-    process.execPath,
-    ...(longTurnMs > 0 ? ['--preload', join(root, 'bench/long-turns.ts')] : []),
-    join(root, 'core/cli.ts'),
-    'serve',
-    '--config',
-    config,
-    '--port',
-    String(port),
-  ],
+  engineCommand(config, port, longTurnMs > 0 ? ['--preload', join(root, 'bench/long-turns.ts')] : []),
   {
     cwd: root,
     stdout: 'ignore',

@@ -12,7 +12,7 @@ import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSyn
 import { tmpdir } from 'node:os'
 import { join, resolve } from 'node:path'
 import { corpusLines, generateCorpus } from './corpus.ts'
-import { flag, freshStateEnv, replayCorpus, waitReady } from './load.ts'
+import { engineCommand, flag, freshStateEnv, replayCorpus, waitReady } from './load.ts'
 
 const root = resolve(import.meta.dir, '..')
 const out = join(root, 'bench/out')
@@ -126,18 +126,7 @@ const dir = keep ? resolve(keep) : mkdtempSync(join(tmpdir(), 'engine-profile-')
 mkdirSync(dir, { recursive: true })
 const port = 18900 + Math.floor(Math.random() * 90)
 const proc = Bun.spawn(
-  [
-    process.execPath,
-    '--cpu-prof',
-    `--cpu-prof-dir=${dir}`,
-    `--cpu-prof-interval=${intervalUs}`,
-    join(root, 'core/cli.ts'),
-    'serve',
-    '--config',
-    config,
-    '--port',
-    String(port),
-  ],
+  engineCommand(config, port, ['--cpu-prof', `--cpu-prof-dir=${dir}`, `--cpu-prof-interval=${intervalUs}`]),
   { cwd: root, stdout: 'ignore', stderr: 'ignore', env: freshStateEnv() },
 )
 // The profile starts with the process: the window is timed from the spawn.
