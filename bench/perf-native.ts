@@ -31,6 +31,9 @@ const longTurnMs = Number(flag('long-turns', '0'))
 const top = Number(flag('top', '30'))
 const config = resolve(root, flag('config', 'bench/cases/engine-stdout.yaml'))
 const port = 18400 + Math.floor(Math.random() * 500)
+/** perf's sampling rate; not a round 5,000, so that sampling does not run in step with the 1 ms timers. */
+const SAMPLE_HZ = 4999
+const sampleMs = 1000 / SAMPLE_HZ
 
 for (const tool of ['perf', 'wrk']) {
   if (!Bun.which(tool)) {
@@ -100,13 +103,25 @@ try {
   await Bun.sleep(1000)
   const data = join(work, 'perf.data')
   const perf = Bun.spawn(
-    ['perf', 'record', '-q', '-o', data, '--clockid', 'monotonic', '-F', '4999', '-e', 'cpu-clock', '-g'].concat([
+    [
+      'perf',
+      'record',
+      '-q',
+      '-o',
+      data,
+      '--clockid',
+      'monotonic',
+      '-F',
+      String(SAMPLE_HZ),
+      '-e',
+      'cpu-clock',
+      '-g',
       '-p',
       String(proc.pid),
       '--',
       'sleep',
       String(seconds),
-    ]),
+    ],
     { stdout: 'ignore', stderr: 'inherit' },
   )
   if ((await perf.exited) !== 0) throw new Error('perf record failed (is perf allowed to trace this process?)')
@@ -144,14 +159,14 @@ try {
     byOwner.set(owner, counts)
   }
 
-  const perRequest = requests > 0 ? (all * 200) / ((requests * seconds) / (seconds + 2)) : 0
+  const perRequest = requests > 0 ? (all * sampleMs * 1000) / ((requests * seconds) / (seconds + 2)) : 0
   const turnMs = turns.reduce((n, [from, to]) => n + to - from, 0)
   console.log(
     `${(requests / (seconds + 2)).toFixed(0)} requests/s (${rate > 0 ? `paced for ${rate}` : 'full speed'}); ` +
-      `${all} main-thread samples of 200 µs in ${seconds} s, about ${perRequest.toFixed(1)} µs on the CPU per request` +
+      `${all} main-thread samples of ${(sampleMs * 1000).toFixed(0)} µs in ${seconds} s, about ${perRequest.toFixed(1)} µs on the CPU per request` +
       (longTurnMs > 0
         ? `; ${turns.length} turns over ${longTurnMs} ms (${turnMs.toFixed(0)} ms), on the CPU for about ` +
-          `${((total * 0.2 * 100) / Math.max(turnMs, 1)).toFixed(0)}% of them (${total} samples)`
+          `${((total * sampleMs * 100) / Math.max(turnMs, 1)).toFixed(0)}% of them (${total} samples)`
         : ''),
   )
   console.log('| nearest JavaScript function | share | in compiled JS | in Bun (native) | in the kernel | in libc |')
