@@ -184,6 +184,37 @@ describe('options', () => {
     removeScratch()
   })
 
+  test('every endpoint failing: the error is the last one, and it names what each one before it answered', async () => {
+    // Endpoint 1 takes the connection and closes it without an answer; endpoint 2 refuses it.
+    const silent = Bun.listen({
+      hostname: '127.0.0.1',
+      port: 0,
+      socket: {
+        data(socket) {
+          socket.end()
+        },
+      },
+    })
+    const refusing = Bun.listen({ hostname: '127.0.0.1', port: 0, socket: { data() {} } })
+    const refusingPort = refusing.port
+    refusing.stop(true)
+    try {
+      const silentUrl = `http://127.0.0.1:${silent.port}`
+      const options = sinkOptions(clickhouse, { url: silentUrl, urls: [`http://127.0.0.1:${refusingPort}`] })
+      const error = (await clickhouse.migrate!(options, scratchServices()).catch((e: unknown) => e)) as Error
+      const [first, ...rest] = error.message.split('\n')
+      expect(first).toContain(`ECONNREFUSED`)
+      expect(first).toContain(`:${refusingPort}`)
+      expect(rest.join('\n')).toContain(`before that: ${silentUrl}/: `)
+      // Read as the last endpoint's failure: no answer, so no ClickHouse code.
+      expect(classify(error)).toMatchObject({ kind: 'transient', code: undefined })
+      expect(classify(error).summary).toStartWith('ECONNREFUSED')
+    } finally {
+      silent.stop(true)
+      removeScratch()
+    }
+  })
+
   test('rejects unknown keys and unsafe table names', () => {
     expect(resolveOptions(clickhouse.options, { tabel: 'x' }, 'clickhouse').ok).toBe(false)
     expect(resolveOptions(clickhouse.options, { eventsTable: 'x; DROP' }, 'clickhouse').ok).toBe(false)

@@ -111,9 +111,10 @@ function endpointUrls(o: Options): string[] {
  */
 const MIGRATION_TIMEOUT_MS = (CLUSTER_DDL_WAIT_S + 25) * 1000
 
-function makeClient(o: Options, url: string, timeoutMs: number): ClickHouseClient {
+function makeClient(o: Options, url: string, timeoutMs: number, keepAlive: boolean): ClickHouseClient {
   return createClient({
     url,
+    keep_alive: { enabled: keepAlive },
     username: o.username,
     password: o.password,
     // No default database: it may not exist before `migrate`, and every statement names it anyway.
@@ -163,14 +164,21 @@ class Endpoints {
     o: Options,
     private readonly logger: EngineServices['logger'],
     timeoutMs = o.requestTimeoutMs,
+    keepAlive = true,
   ) {
-    this.clients = urls.map((u) => makeClient(o, u, timeoutMs))
+    this.clients = urls.map((u) => makeClient(o, u, timeoutMs, keepAlive))
   }
 
-  /** Runs `op` on the active endpoint, then on each other one while `movable` says the failure is the endpoint's. */
+  /**
+   * Runs `op` on the active endpoint, then on each other one while `movable` says the failure is the
+   * endpoint's. When every one fails, the error thrown is the last one's, and its message also names
+   * what each endpoint before it answered: a dead replica's refusal must not hide why a live one failed.
+   */
   async run<T>(op: (client: ClickHouseClient) => Promise<T>, movable = endpointFailure): Promise<T> {
     const n = this.clients.length
     let last: unknown
+    let lastIndex = 0
+    let earlier: string[] | undefined
     for (let i = 0; i < n; i++) {
       const index = (this.active + i) % n
       try {
@@ -186,11 +194,16 @@ class Endpoints {
         }
         return result
       } catch (error) {
-        last = error
         if (!movable(error)) throw error
+        if (i > 0) {
+          earlier ??= []
+          earlier.push(`${withoutCredentials(this.urls[lastIndex]!)}: ${classify(last).summary}`)
+        }
+        last = error
+        lastIndex = index
       }
     }
-    throw last
+    throw earlier === undefined ? last : new EndpointsFailed(last, earlier)
   }
 
   close(): Promise<unknown> {
@@ -199,12 +212,28 @@ class Endpoints {
 }
 
 /**
+ * Every endpoint failed: the last one's error (its message first, and its `code`, so `classify` reads
+ * it as before), with what each earlier endpoint answered on the lines after.
+ */
+class EndpointsFailed extends Error {
+  readonly code: unknown
+
+  constructor(last: unknown, earlier: string[]) {
+    super(`${last instanceof Error ? last.message : String(last)}\nbefore that: ${earlier.join('; ')}`, { cause: last })
+    this.name = last instanceof Error ? last.name : 'Error'
+    this.code = (last as { code?: unknown } | null)?.code
+  }
+}
+
+/**
  * The migration on the first endpoint that answers, with its own clients (a DDL statement may take
  * longer than an insert). Only silence moves it on: an ON CLUSTER statement that timed out on the
- * server is already queued for every host.
+ * server is already queued for every host. A new connection per statement: the few statements of a
+ * migration gain nothing from keeping one, and a kept one the server has closed meanwhile fails
+ * the next statement without an answer.
  */
 async function migrateOn(o: Options, logger: EngineServices['logger'], retention: RetentionPlan): Promise<string[]> {
-  const endpoints = new Endpoints(endpointUrls(o), o, logger, Math.max(o.requestTimeoutMs, MIGRATION_TIMEOUT_MS))
+  const endpoints = new Endpoints(endpointUrls(o), o, logger, Math.max(o.requestTimeoutMs, MIGRATION_TIMEOUT_MS), false)
   try {
     return await migrateTables(endpointsRunner(endpoints), target(o), retention)
   } finally {
