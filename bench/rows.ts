@@ -4,7 +4,11 @@
 // load (bench/profile.ts), and alone it is pure CPU, so a change to it is measured here on a busy
 // machine better than over HTTP: other work only ever adds time, so the minimum is the truest.
 //
-//   bun bench/rows.ts [--config bench/cases/engine-stdout.yaml] [--events 20000] [--passes 30] [--root DIR]
+// `--repeat N` sends the corpus through the pipeline N times and keeps the last time's events: from
+// the second time on, nearly every event updates a session (a -1 and a +1 row), as under the HTTP
+// benchmark, whose wrk replays the corpus over and over.
+//
+//   bun bench/rows.ts [--config bench/cases/engine-stdout.yaml] [--events 20000] [--passes 30] [--repeat 2] [--root DIR]
 //
 // `--root DIR` takes core/row-lines.ts from another checkout (the commit before a change, say),
 // alternated pass by pass with this one's.
@@ -20,6 +24,7 @@ const configPath = resolve(root, flag('config', 'bench/cases/engine-stdout.yaml'
 const count = Number(flag('events', '20000'))
 const passes = Number(flag('passes', '30'))
 const other = flag('root', '')
+const repeat = Number(flag('repeat', '2'))
 
 type Writer = typeof import('../core/row-lines.ts')
 const writers: [string, Writer][] = [['this', await import('../core/row-lines.ts')]]
@@ -39,7 +44,10 @@ const capture: Ingest = {
     }),
   recordDrop: () => {},
 }
-await corpusThroughRoute(route, capture, count, 7)
+for (let time = 0; time < repeat; time++) {
+  events.length = 0
+  await corpusThroughRoute(route, capture, count, 7)
+}
 await close()
 
 const OPEN = new TextEncoder().encode('{"_table":"x",')

@@ -42,6 +42,17 @@ export class JsonLines {
   /** `"YYYY-MM-DD ` of the day last written, so a date-time is written from its time of day alone. */
   private day = Number.NaN
   private dayBytes = new Uint8Array(0)
+  /**
+   * The session row written last and where its attribution columns (`referrer` to the end) lie in
+   * `bytes`: a session's update is a `-1` and a `+1` row with the same attribution, so the second
+   * copies those bytes instead of writing its 21 columns again. Undefined once the buffer is taken.
+   */
+  private tailRow: SessionRow | undefined = undefined
+  private tailStart = 0
+  private tailEnd = 0
+  /** Where the attribution columns of the row being written start and end (set by `sessionRow`). */
+  private pendingTailStart = 0
+  private pendingTailEnd = 0
 
   constructor(initialBytes = 1 << 16) {
     this.bytes = new Uint8Array(initialBytes)
@@ -62,6 +73,7 @@ export class JsonLines {
     this.spare = undefined
     this.length = 0
     this.ends = []
+    this.tailRow = undefined
     return taken
   }
 
@@ -94,6 +106,9 @@ export class JsonLines {
       this.reserve(open.length + S_FIXED)
       this.sessionRow(s, open)
       this.endLine()
+      this.tailRow = s
+      this.tailStart = this.pendingTailStart
+      this.tailEnd = this.pendingTailEnd
     } catch (error) {
       this.length = start
       throw error
@@ -200,6 +215,24 @@ export class JsonLines {
     this.number(s.events)
     this.raw(S.duration)
     this.number(s.duration)
+    const previous = this.tailRow
+    if (previous !== undefined && sameAttribution(previous, s)) {
+      const n = this.tailEnd - this.tailStart
+      this.extend(n)
+      const at = this.length
+      this.bytes.copyWithin(at, this.tailStart, this.tailEnd)
+      this.length = at + n
+      this.pendingTailStart = at
+      this.pendingTailEnd = at + n
+      return
+    }
+    this.pendingTailStart = this.length
+    this.sessionTail(s)
+    this.pendingTailEnd = this.length
+  }
+
+  /** The attribution columns of a sessions_v2 row, `referrer` to the end (see `sameAttribution`). */
+  private sessionTail(s: SessionRow): void {
     this.raw(S.referrer)
     this.string(s.referrer)
     this.raw(S.referrer_source)
@@ -439,6 +472,43 @@ export class JsonLines {
     bytes[at++] = QUOTE
     this.length = at
   }
+}
+
+/**
+ * Whether two session rows have the same text from `referrer` to the end of the row (the columns
+ * `sessionTail` writes). Strings compare by value; the lists by identity or element by element.
+ */
+function sameAttribution(a: SessionRow, b: SessionRow): boolean {
+  return (
+    a.referrer === b.referrer &&
+    a.referrer_source === b.referrer_source &&
+    a.click_id_param === b.click_id_param &&
+    a.utm_medium === b.utm_medium &&
+    a.utm_source === b.utm_source &&
+    a.utm_campaign === b.utm_campaign &&
+    a.utm_content === b.utm_content &&
+    a.utm_term === b.utm_term &&
+    a.country_code === b.country_code &&
+    a.subdivision1_code === b.subdivision1_code &&
+    a.subdivision2_code === b.subdivision2_code &&
+    a.city_geoname_id === b.city_geoname_id &&
+    a.screen_size === b.screen_size &&
+    a.operating_system === b.operating_system &&
+    a.operating_system_version === b.operating_system_version &&
+    a.browser === b.browser &&
+    a.browser_version === b.browser_version &&
+    sameList(a.entry_meta_key, b.entry_meta_key) &&
+    sameList(a.entry_meta_value, b.entry_meta_value) &&
+    a.transferred_from === b.transferred_from &&
+    a.acquisition_channel === b.acquisition_channel
+  )
+}
+
+function sameList(a: readonly string[], b: readonly string[]): boolean {
+  if (a === b) return true
+  if (a.length !== b.length) return false
+  for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false
+  return true
 }
 
 /** `n` (0-99) as two digits at `at`; returns the offset after them. */

@@ -34,7 +34,11 @@ export class SinkStats {
 }
 
 export interface SinkInstance {
-  /** Takes an accepted event (its row and its session rows). Must return at once: buffer, never wait. */
+  /**
+   * Takes an accepted event (its row and its session rows). Must return at once: buffer, never wait.
+   * The event and its rows are read-only here, and nothing changes them after this call (several
+   * sinks get the same objects; core/row-lines.ts compares a row with the one written before it).
+   */
   write(event: AnalyticsEvent): void
   /** Writes (or spools) everything buffered so far. */
   flush(): Promise<void>

@@ -196,6 +196,94 @@ describe('sessions_v2 lines', () => {
   })
 })
 
+describe('consecutive session rows (a -1 row and its +1 share the attribution columns)', () => {
+  const update = (sign: 1 | -1, changes: Partial<SessionRow> = {}): SessionRow => ({
+    ...session,
+    sign,
+    entry_meta_key: [...session.entry_meta_key],
+    entry_meta_value: [...session.entry_meta_value],
+    ...changes,
+  })
+  const expected = (rows: SessionRow[]) => rows.map((r) => `${JSON.stringify(sessionRow(r))}\n`).join('')
+
+  test('a pair of an update, and rows whose attribution differs in one column, each as JSON.stringify', () => {
+    // Each row after the second differs from the one before it in one attribution column.
+    const changes: Partial<SessionRow>[] = [
+      { referrer: 'other.example' },
+      { city_geoname_id: 2_950_159 },
+      { entry_meta_value: ['v', 'changed'] },
+      { entry_meta_key: [], entry_meta_value: [] },
+      { acquisition_channel: 'Direct' },
+      { transferred_from: 'x' },
+    ]
+    const rows = [
+      update(-1),
+      update(1, { timestamp: 1_700_000_500, exit_page: '/much/longer/exit/page', pageviews: 3, duration: 500 }),
+    ]
+    for (const change of changes) rows.push({ ...rows[rows.length - 1]!, ...change })
+    rows.push({ ...rows[rows.length - 1]!, entry_meta_key: [], entry_meta_value: [] })
+    expect(
+      lines((l) => {
+        for (const r of rows) l.session(r, OPEN)
+      }),
+    ).toBe(expected(rows))
+  })
+
+  test('the second row of a pair after a take, after the buffer grew, and after a row that threw', () => {
+    const out = new JsonLines(16)
+    const open = new TextEncoder().encode('{"_table":"sessions_v2",')
+    const prefixed = (r: SessionRow) => `{"_table":"sessions_v2",${JSON.stringify(sessionRow(r)).slice(1)}\n`
+    out.session(update(-1), open)
+    const first = out.take()
+    const firstText = decoder.decode(first.bytes)
+    out.recycle(first.bytes)
+    // The recycled buffer is written over from its start: nothing may be copied from the taken one.
+    out.event(makeEvent({ name: 'x'.repeat(2000) }), OPEN)
+    out.session(update(1, { exit_page: '/y'.repeat(3000) }), open)
+    expect(() => out.session(update(1, { start: Number.POSITIVE_INFINITY }), open)).toThrow(RangeError)
+    out.session(update(-1, { exit_page: '/z' }), open)
+    const text = decoder.decode(out.take().bytes).split('\n').slice(1).join('\n')
+    expect(firstText).toBe(prefixed(update(-1)))
+    expect(text).toBe(prefixed(update(1, { exit_page: '/y'.repeat(3000) })) + prefixed(update(-1, { exit_page: '/z' })))
+  })
+
+  test('any sequence of rows from few values, with takes between, is the text of JSON.stringify', () => {
+    const pick = <T>(values: readonly T[]) => fc.constantFrom(...values)
+    const row = fc.record({
+      sign: pick([1, -1] as const),
+      timestamp: fc.integer({ min: 1_700_000_000, max: 1_700_100_000 }),
+      exit_page: pick(['/', '/a', '/é/b']),
+      referrer: pick(['', 'news.example', 'a"b']),
+      utm_source: pick(['', 's']),
+      country_code: pick(['', 'DE']),
+      city_geoname_id: pick([0, 2_950_159]),
+      browser: pick(['', 'Firefox', '中文']),
+      entry_meta_key: pick([[], ['k'], ['k', 'l']]),
+      acquisition_channel: pick(['', 'Direct']),
+      take: fc.boolean(),
+    })
+    fc.assert(
+      fc.property(fc.array(row, { maxLength: 30 }), (specs) => {
+        const out = new JsonLines(16)
+        let text = ''
+        const rows: SessionRow[] = []
+        for (const { take, ...changes } of specs) {
+          const r = update(changes.sign, { ...changes, entry_meta_value: changes.entry_meta_key.map((k) => `v-${k}`) })
+          out.session(r, OPEN)
+          rows.push(r)
+          if (take) {
+            const taken = out.take()
+            text += decoder.decode(taken.bytes)
+            out.recycle(taken.bytes)
+          }
+        }
+        text += decoder.decode(out.take().bytes)
+        expect(text).toBe(expected(rows))
+      }),
+    )
+  })
+})
+
 describe('the buffer', () => {
   test('grows past its first size, and take hands over whole lines with their ends', () => {
     const out = new JsonLines(16)
