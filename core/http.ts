@@ -376,6 +376,7 @@ function ingestHandler(host: HttpHost, route: Route, turn: TurnBatch | undefined
       }
       const req: IngestRequest = { request, body, params: params ?? {}, peerIp: normalisePeer(peer), receivedAt }
       let response: Response
+      let allowsAnyOrigin = route.answersAllowAnyOrigin === true
       try {
         if (turn) {
           const ticket = turn.enqueue(route, req)
@@ -389,8 +390,9 @@ function ingestHandler(host: HttpHost, route: Route, turn: TurnBatch | undefined
         }
       } catch (error) {
         response = failedResponse(host, label, error)
+        allowsAnyOrigin = false
       }
-      response.headers.set('access-control-allow-origin', '*')
+      if (!allowsAnyOrigin) response.headers.set('access-control-allow-origin', '*')
       host.metrics.request(label, response.status)
       return response
     } finally {

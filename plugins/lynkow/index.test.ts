@@ -93,7 +93,11 @@ async function send(body: unknown, o: SendOptions = {}): Promise<Sent> {
     receivedAt: o.receivedAt ?? NOW,
   }
   const ingest = new FakeIngest(o.verdict, o.async)
-  const response = await (o.route ?? defaultRoute).handle(req, ingest)
+  const used = o.route ?? defaultRoute
+  const response = await used.handle(req, ingest)
+  // Every answer carries the CORS header itself, as the route declares (the HTTP layer adds none).
+  expect(used.answersAllowAnyOrigin).toBe(true)
+  expect(response.headers.get('access-control-allow-origin')).toBe('*')
   const json = (await response.clone().json()) as Sent['json']
   return { status: response.status, json, response, ingest, event: ingest.processed[0] }
 }

@@ -103,6 +103,7 @@ export default definePlugin({
       routes: opts.paths.map((path) => ({
         method: 'POST' as const,
         path,
+        answersAllowAnyOrigin: true,
         handle: (req: IngestRequest, ingest: Ingest) => collector.handle(req, ingest),
       })),
     }

@@ -2,9 +2,10 @@
 // outcome but a rate limit is `202 {"message": …}` saying what happened; strict mode turns validation
 // failures into `422 {"errors": […]}`; a rate-limit drop is `429` with `Retry-After`.
 
+import { ALLOW_ANY_ORIGIN } from '../../core/plugin.ts'
 import type { Issue } from './fields.ts'
 
-const JSON_HEADERS: Readonly<Record<string, string>> = { 'content-type': 'application/json' }
+const JSON_HEADERS: Readonly<Record<string, string>> = { ...ALLOW_ANY_ORIGIN, 'content-type': 'application/json' }
 
 export const RECEIVED = 'Event received'
 export const SITE_NOT_FOUND = 'Event not stored: unknown site'
@@ -28,7 +29,7 @@ const DROP_WORDS: Readonly<Record<string, string>> = {
   verification_agent: 'verification agent',
 }
 
-/** A JSON body with the given status; the core adds the CORS header. */
+/** A JSON body with the given status, and the CORS header (the route says so: `answersAllowAnyOrigin`). */
 export function jsonResponse(status: number, body: string, headers: Readonly<Record<string, string>> = JSON_HEADERS) {
   return new Response(body, { status, headers })
 }

@@ -71,7 +71,11 @@ async function send(body: unknown, options: SendOptions = {}): Promise<Sent> {
   const request = new Request('http://localhost/api/event', { method: 'POST', headers, body: text })
   const ingest = options.ingest ?? new FakeIngest()
   const req: IngestRequest = { request, body: text, params: {}, peerIp: '203.0.113.9', receivedAt: RECEIVED_AT }
-  const response = await (options.route ?? route).handle(req, ingest)
+  const used = options.route ?? route
+  const response = await used.handle(req, ingest)
+  // Every answer carries the CORS header itself, as the route declares (the HTTP layer adds none).
+  expect(used.answersAllowAnyOrigin).toBe(true)
+  expect(response.headers.get('access-control-allow-origin')).toBe('*')
   return { status: response.status, text: await response.text(), headers: response.headers, ingest }
 }
 

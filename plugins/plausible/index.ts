@@ -12,7 +12,7 @@ import { Type } from '@sinclair/typebox'
 import type { AnalyticsEvent } from '../../core/event.ts'
 import { INVALID_JSON, isJsonObject, parseJson } from '../../core/json.ts'
 import type { Drop, Ingest, IngestRequest, Route, RunResult } from '../../core/plugin.ts'
-import { definePlugin } from '../../core/plugin.ts'
+import { ALLOW_ANY_ORIGIN, definePlugin } from '../../core/plugin.ts'
 import { anySiteAcceptsKey, bearerDigest, siteAcceptsKey, visitorUserAgent } from '../../core/senders.ts'
 import { createBodyReader, NO_PARAMS, needsNumberText, type Params, UNREADABLE } from './body.ts'
 import { createRequestReader, type FieldErrors, type PlausibleRequest, unreadableBody } from './request.ts'
@@ -97,8 +97,8 @@ export default definePlugin({
     const sites = engine.sites
     const window = options.clientTimestamps
     // Response copies its init headers, so one Headers object serves every answer.
-    const okHeaders = new Headers({ 'content-type': TEXT })
-    const errorHeaders = new Headers({ 'content-type': JSON_TYPE })
+    const okHeaders = new Headers({ ...ALLOW_ANY_ORIGIN, 'content-type': TEXT })
+    const errorHeaders = new Headers({ ...ALLOW_ANY_ORIGIN, 'content-type': JSON_TYPE })
     const drops: Record<string, Drop> = {}
     for (const reason of ['not_found', 'timestamp_too_old', 'timestamp_in_future']) {
       drops[reason] = Object.freeze({ kind: 'drop', reason, plugin: 'plausible' })
@@ -304,6 +304,7 @@ export default definePlugin({
         {
           method: 'POST',
           path,
+          answersAllowAnyOrigin: true,
           handle(req, ingest) {
             const sender = senderOf(req)
             if (sender === UNKNOWN_KEY) return unauthorized('the key is not one of the configured keys')
@@ -319,6 +320,7 @@ export default definePlugin({
         {
           method: 'POST',
           path: `${path.replace(/\/+$/, '')}/batch`,
+          answersAllowAnyOrigin: true,
           handle(req, ingest) {
             const sender = senderOf(req)
             if (sender === UNKNOWN_KEY) return unauthorized('the key is not one of the configured keys')
@@ -398,7 +400,7 @@ class Run {
 /** A trusted sender's answer: how many events were stored, and each dropped one's domain and reason. */
 function keyedAnswer(run: Run): Response {
   const dropped = run.droppedByDomain()
-  const headers: Record<string, string> = { 'content-type': JSON_TYPE }
+  const headers: Record<string, string> = { ...ALLOW_ANY_ORIGIN, 'content-type': JSON_TYPE }
   if (dropped.length > 0) headers['x-plausible-dropped'] = String(dropped.length)
   return new Response(JSON.stringify({ accepted: run.accepted, dropped }), { status: 202, headers })
 }
@@ -410,7 +412,7 @@ function keyedAnswer(run: Run): Response {
 function batchAnswer(run: Run, trusted: boolean): Response {
   return new Response(
     JSON.stringify({ accepted: run.accepted, dropped: run.droppedByIndex(trusted), rejected: run.rejected }),
-    { status: 202, headers: { 'content-type': JSON_TYPE } },
+    { status: 202, headers: { ...ALLOW_ANY_ORIGIN, 'content-type': JSON_TYPE } },
   )
 }
 
@@ -418,7 +420,7 @@ function batchAnswer(run: Run, trusted: boolean): Response {
 function unauthorized(message: string): Response {
   return new Response(JSON.stringify({ errors: { authorization: [message] } }), {
     status: 401,
-    headers: { 'content-type': JSON_TYPE, 'www-authenticate': 'Bearer error="invalid_token"' },
+    headers: { ...ALLOW_ANY_ORIGIN, 'content-type': JSON_TYPE, 'www-authenticate': 'Bearer error="invalid_token"' },
   })
 }
 
@@ -432,7 +434,7 @@ function accepted(dropped: number, headers: Headers): Response {
   if (dropped === 0) return new Response('ok', { status: 202, headers })
   return new Response('ok', {
     status: 202,
-    headers: { 'content-type': TEXT, 'x-plausible-dropped': String(dropped) },
+    headers: { ...ALLOW_ANY_ORIGIN, 'content-type': TEXT, 'x-plausible-dropped': String(dropped) },
   })
 }
 
