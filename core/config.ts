@@ -80,6 +80,14 @@ export const ServerSchema = Type.Object(
           'Requests whose body arrives in one event-loop turn go through the pipeline together at the end of the turn: about half the CPU per request under load. Default true. Set false for HTTP/1.1 clients that pipeline requests on one connection: Bun closes such a connection, unanswered, when a pipelined request arrives while an earlier answer still waits (docs/performance.md).',
       }),
     ),
+    youngCollectionMs: Type.Optional(
+      Type.Integer({
+        minimum: 0,
+        maximum: 60000,
+        description:
+          "Bun only: while requests arrive, collect the young generation of the heap every this many milliseconds (each about 1.5-2 ms). Many short pauses replace the runtime's own rarer collections, after which event-loop turns of 9-12 ms set the latency's p99 (docs/performance.md). 0 leaves collecting to the runtime. Default 100.",
+      }),
+    ),
     affinity: Type.Optional(
       Type.Boolean({
         description:
@@ -240,6 +248,8 @@ export interface ResolvedConfig {
     affinity?: boolean
     /** Requests of one event-loop turn processed together (core/http.ts TurnBatch); absent = on. */
     batchRequests?: boolean
+    /** Young-generation collections while requests arrive, in ms (Bun); absent = 100, 0 = off. */
+    youngCollectionMs?: number
   }
   /** The sites in use: inline, or as a source answered when the config was resolved. */
   sites: SiteConfig[] | 'any'

@@ -26,12 +26,16 @@ import {
   type WorkerIdentity,
   workerPath,
 } from './plugin.ts'
-import type { Listener } from './runtime/index.ts'
+import { type Listener, youngCollector } from './runtime/index.ts'
 import { type SinkDefinition, type SinkInstance, SinkStats } from './sink.ts'
 import { SiteRefresher } from './site-sources.ts'
 import { createSiteTable, type SiteConfig } from './sites.ts'
 import { type LinkDeps, WorkerLink } from './workers/link.ts'
 import type { WorkerRun } from './workers/supervisor.ts'
+import { YoungCollections } from './young-collections.ts'
+
+/** `server.youngCollectionMs` when the config does not set it (core/young-collections.ts). */
+const YOUNG_COLLECTION_MS = 100
 
 export interface EngineSink {
   name: string
@@ -334,6 +338,19 @@ export async function createEngine(config: ResolvedConfig, options: EngineOption
 
   let inFlight = 0
   let drained: (() => void) | undefined
+  const young = new YoungCollections()
+  metrics.addSeries(
+    'analytics_young_collections_total',
+    'counter',
+    'Young-generation collections run on the clock while requests arrive (server.youngCollectionMs).',
+    () => young.collections,
+  )
+  metrics.addSeries(
+    'analytics_young_collection_seconds_total',
+    'counter',
+    'Seconds spent in those collections (the event loop waits meanwhile).',
+    () => young.seconds,
+  )
   const handedPeers = new WeakMap<Request, string>()
   const deadlines = new ReadDeadlines(config.server.bodyTimeoutMs)
   const host: HttpHost = {
@@ -348,6 +365,7 @@ export async function createEngine(config: ResolvedConfig, options: EngineOption
     peerOf: (request) => handedPeers.get(request),
     requestStarted: () => {
       inFlight++
+      young.noteRequest()
     },
     requestFinished: () => {
       inFlight--
@@ -387,6 +405,7 @@ export async function createEngine(config: ResolvedConfig, options: EngineOption
       }
     }
     deadlines.stop()
+    young.stop()
     clearInterval(countersTimer)
     handOverCounters()
     // Sinks last, so everything accepted during the drain is flushed or spooled.
@@ -431,6 +450,9 @@ export async function createEngine(config: ResolvedConfig, options: EngineOption
         },
       })
       link?.listen()
+      const everyMs = config.server.youngCollectionMs ?? YOUNG_COLLECTION_MS
+      const collect = everyMs > 0 ? await youngCollector() : undefined
+      if (collect && !stopping) young.start(collect, everyMs)
       return { port: listener.port, hostname: listener.hostname }
     },
     health,

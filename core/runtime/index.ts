@@ -28,6 +28,20 @@ export function runtimeName(): RuntimeName {
   return 'node'
 }
 
+/**
+ * A synchronous collection of the young generation, where the runtime offers one: Bun's `bun:jsc`
+ * `edenGC`. Elsewhere undefined (the runtime collects on its own schedule).
+ */
+export async function youngCollector(): Promise<(() => void) | undefined> {
+  if (runtimeName() !== 'bun') return undefined
+  // Named at run time so that another runtime never tries to resolve the `bun:` scheme.
+  const specifier = ['bun', 'jsc'].join(':')
+  const jsc = (await import(specifier)) as typeof import('bun:jsc')
+  return () => {
+    jsc.edenGC()
+  }
+}
+
 export async function serve(options: ServeOptions): Promise<Listener> {
   const runtime = runtimeName()
   if (runtime === 'deno') return (await import('./deno.ts')).serve(options)
