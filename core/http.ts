@@ -7,7 +7,7 @@ import { gunzipSync, inflateSync } from 'node:zlib'
 import { Elysia } from 'elysia'
 import type { Logger } from './logger.ts'
 import type { Metrics } from './metrics.ts'
-import type { Ingest, IngestRequest, Route } from './plugin.ts'
+import { ALLOW_ANY_ORIGIN, type Ingest, type IngestRequest, type Route } from './plugin.ts'
 import { type Listener, runtimeName, type ServeOptions, serve } from './runtime/index.ts'
 import { DurabilityError, InterruptedError } from './sink.ts'
 
@@ -30,7 +30,7 @@ export interface HttpHost {
 }
 
 const CORS_HEADERS = {
-  'access-control-allow-origin': '*',
+  ...ALLOW_ANY_ORIGIN,
   'access-control-allow-methods': 'POST, GET, OPTIONS',
   'access-control-max-age': '86400',
 }
@@ -41,14 +41,14 @@ const DECODER = new TextDecoder('utf-8', { fatal: false, ignoreBOM: false })
 function tooLarge(limit: number): Response {
   return new Response(`request body exceeds ${limit} bytes`, {
     status: 413,
-    headers: { 'content-type': 'text/plain; charset=utf-8', 'access-control-allow-origin': '*', connection: 'close' },
+    headers: { ...ALLOW_ANY_ORIGIN, 'content-type': 'text/plain; charset=utf-8', connection: 'close' },
   })
 }
 
 function timedOut(): Response {
   return new Response('request body did not arrive in time', {
     status: 408,
-    headers: { 'content-type': 'text/plain; charset=utf-8', 'access-control-allow-origin': '*', connection: 'close' },
+    headers: { ...ALLOW_ANY_ORIGIN, 'content-type': 'text/plain; charset=utf-8', connection: 'close' },
   })
 }
 
@@ -143,14 +143,14 @@ export class ReadDeadlines {
 function unsupportedEncoding(): Response {
   return new Response('unsupported content-encoding (use gzip, deflate or none)', {
     status: 415,
-    headers: { 'content-type': 'text/plain; charset=utf-8', 'access-control-allow-origin': '*' },
+    headers: { ...ALLOW_ANY_ORIGIN, 'content-type': 'text/plain; charset=utf-8' },
   })
 }
 
 function badBody(): Response {
   return new Response('request body could not be read', {
     status: 400,
-    headers: { 'content-type': 'text/plain; charset=utf-8', 'access-control-allow-origin': '*' },
+    headers: { ...ALLOW_ANY_ORIGIN, 'content-type': 'text/plain; charset=utf-8' },
   })
 }
 
