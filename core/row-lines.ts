@@ -50,9 +50,6 @@ export class JsonLines {
   private tailRow: SessionRow | undefined = undefined
   private tailStart = 0
   private tailEnd = 0
-  /** Where the attribution columns of the row being written start and end (set by `sessionRow`). */
-  private pendingTailStart = 0
-  private pendingTailEnd = 0
 
   constructor(initialBytes = 1 << 16) {
     this.bytes = new Uint8Array(initialBytes)
@@ -104,11 +101,13 @@ export class JsonLines {
     const start = this.length
     try {
       this.reserve(open.length + S_FIXED)
-      this.sessionRow(s, open)
+      const tailStart = this.sessionRow(s, open)
+      // The attribution columns end where the row does, before endLine's `}` and newline.
+      const tailEnd = this.length
       this.endLine()
       this.tailRow = s
-      this.tailStart = this.pendingTailStart
-      this.tailEnd = this.pendingTailEnd
+      this.tailStart = tailStart
+      this.tailEnd = tailEnd
     } catch (error) {
       this.length = start
       throw error
@@ -185,7 +184,8 @@ export class JsonLines {
     this.string(e.acquisition_channel)
   }
 
-  private sessionRow(s: SessionRow, open: Uint8Array): void {
+  /** Writes the row but its closing `}`; returns where its attribution columns start. */
+  private sessionRow(s: SessionRow, open: Uint8Array): number {
     this.raw(open)
     this.raw(S.session_id)
     this.quotedAscii(sessionIdText(s.session_id))
@@ -215,20 +215,17 @@ export class JsonLines {
     this.number(s.events)
     this.raw(S.duration)
     this.number(s.duration)
+    const tailStart = this.length
     const previous = this.tailRow
     if (previous !== undefined && sameAttribution(previous, s)) {
       const n = this.tailEnd - this.tailStart
       this.extend(n)
-      const at = this.length
-      this.bytes.copyWithin(at, this.tailStart, this.tailEnd)
-      this.length = at + n
-      this.pendingTailStart = at
-      this.pendingTailEnd = at + n
-      return
+      this.bytes.copyWithin(tailStart, this.tailStart, this.tailEnd)
+      this.length = tailStart + n
+    } else {
+      this.sessionTail(s)
     }
-    this.pendingTailStart = this.length
-    this.sessionTail(s)
-    this.pendingTailEnd = this.length
+    return tailStart
   }
 
   /** The attribution columns of a sessions_v2 row, `referrer` to the end (see `sameAttribution`). */
