@@ -11,6 +11,7 @@
 //   body     request.body read (null or not) before the text, as a check for a body
 //   date     Date.now() and a Set add/delete per request (the engine's deadline bookkeeping)
 //   signal   request.signal.aborted read once the body is in (the engine's check for a closed connection)
+//   turn     the answer made at the end of the event-loop turn (setImmediate), as the engine's TurnBatch
 //   all      all of the above together
 //   ballast  none of them, but about 150 MB of small live objects (the engine's heap holds caches,
 //            lists and sessions): does a large live heap make each request dearer?
@@ -38,6 +39,20 @@ function readThen(request: Request): Promise<string> {
   return promise
 }
 
+/** Waiters for the end of this event-loop turn, released together by one setImmediate. */
+let waiting: (() => void)[] = []
+const release = () => {
+  const now = waiting
+  waiting = []
+  for (const w of now) w()
+}
+function nextTurn(): Promise<void> {
+  if (waiting.length === 0) setImmediate(release)
+  const { promise, resolve } = Promise.withResolvers<void>()
+  waiting.push(resolve)
+  return promise
+}
+
 async function handle(request: Request, server: { requestIP(r: Request): { address: string } | null }) {
   if (has('ip')) sink += server.requestIP(request)?.address.length ?? 0
   if (has('headers')) {
@@ -58,6 +73,7 @@ async function handle(request: Request, server: { requestIP(r: Request): { addre
     return new Response('bad json', { status: 400 })
   }
   if (entry) pending.delete(entry)
+  if (has('turn')) await nextTurn()
   if (has('signal') && request.signal.aborted) return new Response(null, { status: 499 })
   const response = has('shared')
     ? new Response('ok', { status: 202, headers: sharedHeaders })

@@ -17,7 +17,8 @@
 //
 // `bare-<mode>` is bench/bare.ts with one engine feature added (its modes are listed there);
 // `plausible-null` and `plausible-stdout` are the engine with only the plausible dialect, its stdout
-// sink printing no table or both.
+// sink printing no table or both. `engine@FILE` is the engine with the config FILE (relative to the
+// checkout), to compare two settings.
 //
 //   bun bench/cpu.ts [--seconds 6] [--warmup 10] [--rate 0] [--only bare,engine,engine-2w,engine-2w-noaff] [--rounds 3] [--base DIR]
 
@@ -67,7 +68,7 @@ const commands: Record<string, (port: number) => string[]> = {
 }
 
 function engineWith(file: string, port: number): string[] {
-  return [process.execPath, join(root, 'core/cli.ts'), 'serve', '--config', join(root, file), '--port', String(port)]
+  return [process.execPath, join(root, 'core/cli.ts'), 'serve', '--config', resolve(root, file), '--port', String(port)]
 }
 
 /** `bare-<mode>`: bench/bare.ts with one of the engine's features (see there). */
@@ -75,7 +76,9 @@ const commandFor = (name: string) =>
   commands[name] ??
   (name.startsWith('bare-')
     ? (port: number) => [process.execPath, join(root, 'bench/bare.ts'), String(port), name.slice(5)]
-    : undefined)
+    : name.startsWith('engine@')
+      ? (port: number) => engineWith(name.slice(7), port)
+      : undefined)
 
 /** The bench config with `server.affinity: false`, in bench/out (its `./` paths made absolute). */
 function noAffinity(): string {
