@@ -81,6 +81,19 @@ describe('user_id', () => {
       expect(run(cached, { ...VISIT, clientIp: ip }).user_id).toBe(run(uncached, { ...VISIT, clientIp: ip }).user_id)
     }
   })
+
+  test('two user agents behind one address keep their own ids, taking turns', async () => {
+    const services = testServices()
+    const cached = await setupPlugin(plugin, {}, services)
+    const uncached = await setupPlugin(plugin, { cacheSize: 0 }, services)
+    const other = { ...VISIT, userAgent: `${UA} Edg/124.0` }
+    const ids = [VISIT, other, VISIT, other, other, VISIT].map((visit) => {
+      const id = run(cached, visit).user_id
+      expect(id).toBe(run(uncached, visit).user_id)
+      return id
+    })
+    expect(new Set(ids).size).toBe(2)
+  })
 })
 
 describe('salt rotation', () => {
