@@ -463,13 +463,33 @@ export class JsonLines {
     this.length = at
   }
 
-  /** A string as JSON.stringify writes it (the same escapes, lone surrogates as `\udxxx`), in UTF-8. */
+  /**
+   * A string as JSON.stringify writes it (the same escapes, lone surrogates as `\udxxx`), in UTF-8.
+   * The loop here copies the printable ASCII that needs no escape, nearly every character written;
+   * kept this small, the compiler inlines it into the row writers, and the rest of the string goes
+   * to `escaped` from the first character that needs more.
+   */
   private string(text: string): void {
-    this.extend(PER_UNIT * text.length + PER_STRING)
+    const n = text.length
+    this.extend(PER_UNIT * n + PER_STRING)
     const bytes = this.bytes
     let at = this.length
     bytes[at++] = QUOTE
-    for (let i = 0; i < text.length; i++) {
+    let i = 0
+    for (; i < n; i++) {
+      const c = text.charCodeAt(i)
+      if (c < 0x20 || c >= 0x80 || c === QUOTE || c === BACKSLASH) break
+      bytes[at++] = c
+    }
+    if (i < n) at = this.escaped(text, i, at)
+    bytes[at++] = QUOTE
+    this.length = at
+  }
+
+  /** Writes `text` from `from` on at `at`, escaped as `string` says; returns where it ended. */
+  private escaped(text: string, from: number, at: number): number {
+    const bytes = this.bytes
+    for (let i = from; i < text.length; i++) {
       const c = text.charCodeAt(i)
       if (c >= 0x20 && c < 0x80) {
         if (c === QUOTE || c === BACKSLASH) bytes[at++] = BACKSLASH
@@ -511,8 +531,7 @@ export class JsonLines {
         }
       }
     }
-    bytes[at++] = QUOTE
-    this.length = at
+    return at
   }
 }
 
