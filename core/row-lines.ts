@@ -465,9 +465,9 @@ export class JsonLines {
 
   /**
    * A string as JSON.stringify writes it (the same escapes, lone surrogates as `\udxxx`), in UTF-8.
-   * The loop here copies the printable ASCII that needs no escape, nearly every character written;
-   * kept this small, the compiler inlines it into the row writers, and the rest of the string goes
-   * to `escaped` from the first character that needs more.
+   * The loop here copies the printable ASCII that needs no escape, nearly every character written,
+   * with one test per character; the rest of the string goes to `escaped` from the first character
+   * that needs more.
    */
   private string(text: string): void {
     const n = text.length
