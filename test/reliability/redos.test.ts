@@ -498,7 +498,11 @@ describe('through the engine, at the sizes a request can carry', async () => {
     await timeRequests(20, plain)
     const base = await timeRequests(200, plain)
     const worst = await timeRequests(200, hostile)
-    expect(worst).toBeLessThan(3 * base + 200)
+    // Alone, the hostile bodies cost 1.5-3 times the plain ones; in the process of the whole suite 6-13
+    // times (its heap makes their large strings dearer), which failed CI once at 3 × base + 200. A
+    // backtracking pattern costs 5-10 ms a request (the regressions below): over 200 requests that is
+    // 1-2 s, still well past this bound.
+    expect(worst).toBeLessThan(10 * base + 500)
   })
 
   // Regression (the lastIndexOf of plugins/lynkow/redact.ts): a copied text of 60,000 characters of
