@@ -25,8 +25,11 @@ class FakeServer implements Inserter {
   maxInFlight = 0
   readonly attempts: string[] = []
   readonly stored: string[] = []
+  /** Rows per attempt, in attempt order. */
+  readonly sizes: number[] = []
   async insert(_table: string, batch: Batch): Promise<void> {
     this.attempts.push(batch.id)
+    this.sizes.push(batch.rows)
     this.inFlight++
     this.maxInFlight = Math.max(this.maxInFlight, this.inFlight)
     try {
@@ -266,6 +269,20 @@ describe('ack: durable', () => {
     expect(server.stored).toEqual(Array.from({ length: 10 }, (_, i) => line(i)))
     // Batches of at most 4 rows: 4 + 4 + 2, from ten commits of one row each.
     expect(new Set(server.attempts).size).toBe(3)
+  })
+
+  test('a commit that would take the open batch past batchRows starts the next batch instead', async () => {
+    const server = new FakeServer()
+    const { lane } = await setup(server, undefined, { durable: true, batchRows: 4, flushIntervalMs: 10_000 })
+    // Commits of 3, 3, 1 and 3 rows: 3 + 3 would be 6, so the second starts a batch, which the 1 fits.
+    let seq = 0
+    for (const rows of [3, 3, 1, 3]) {
+      for (let i = 0; i < rows; i++) lane.add(line(seq++))
+      await lane.sync()
+    }
+    await lane.close()
+    expect(server.stored).toEqual(Array.from({ length: 10 }, (_, i) => line(i)))
+    expect(server.sizes).toEqual([3, 4, 3])
   })
 
   test('a lane that stops while the server is down leaves batches whose identity the next start keeps', async () => {

@@ -198,7 +198,12 @@ export class Lane {
     this.lines = []
     const now = Date.now()
     const group = this.group
-    const open = group !== undefined && group.rows < this.o.batchRows && now < group.startedAt + this.o.flushIntervalMs
+    // A commit joins the open batch only if the batch stays within batchRows: a replay after a crash
+    // may insert the batch in flight twice (18.16), and `batchRows` is what bounds that damage.
+    const open =
+      group !== undefined &&
+      group.rows + lines.length <= this.o.batchRows &&
+      now < group.startedAt + this.o.flushIntervalMs
     const target = open ? group : { id: randomUUID(), rows: 0, startedAt: now }
     this.group = target
     target.rows += lines.length
