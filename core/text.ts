@@ -65,3 +65,40 @@ export function exceedsBytes(s: string, limit: number): boolean {
   if (s.length * 3 <= limit) return false
   return utf8Length(s) > limit
 }
+
+const graphemes = new Intl.Segmenter(undefined, { granularity: 'grapheme' })
+
+/**
+ * The UTF-16 index where the first `limit` grapheme clusters of `s` end: `s.length` when `s` has at
+ * most `limit` of them. Plausible measures event names and cuts referrers in graphemes.
+ *
+ * ASCII is counted here: two ASCII characters in a row always have a cluster boundary between them
+ * (UAX #29), except CR LF, and none of the rules that join characters looks back past an ASCII one.
+ * So the segmenter runs only from the last boundary before the first non-ASCII character. It costs
+ * about 0.1-0.2 µs a cluster (an object per step), and several times that in a process with a large
+ * heap: 2,000 clusters of a long ASCII referrer took up to 0.5 ms a request.
+ *
+ * @example graphemesEnd('e\u0301tude', 2) // 3: "é" is two code units and one cluster
+ */
+export function graphemesEnd(s: string, limit: number): number {
+  const n = s.length
+  if (n <= limit) return n
+  let count = 0
+  let i = 0
+  while (i < n) {
+    const c = s.charCodeAt(i)
+    const next = i + 1 < n ? s.charCodeAt(i + 1) : 0
+    // A non-ASCII character may join the cluster that starts at i (a combining mark after a letter).
+    if (c >= 0x80 || next >= 0x80) break
+    if (count === limit) return i
+    count++
+    i += c === 13 && next === 10 ? 2 : 1
+  }
+  if (i === n) return n
+  let left = limit - count
+  for (const { index } of graphemes.segment(i === 0 ? s : s.slice(i))) {
+    if (left === 0) return i + index
+    left--
+  }
+  return n
+}

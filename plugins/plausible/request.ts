@@ -3,7 +3,7 @@
 // shared by every domain's event, or the field errors of a 400.
 
 import { jsonInteger, jsonIntegerText, RawNumber } from '../../core/json.ts'
-import { exceedsBytes, isBlank, trimWhitespace } from '../../core/text.ts'
+import { exceedsBytes, graphemesEnd, isBlank, trimWhitespace } from '../../core/text.ts'
 // The props plugin is the module dialects call for Plausible's custom-property rules (its README).
 import { decodeProps, PROPS_TOO_LONG, PROPS_TOO_LONG_MESSAGE, sanitiseProps } from '../props/index.ts'
 import type { Params } from './body.ts'
@@ -127,29 +127,8 @@ function revenueAmountOf(value: unknown): string | undefined {
   return text.slice(0, end)
 }
 
-/** Reads request fields; holds what is prepared once (the grapheme segmenter). */
+/** Reads request fields. */
 export function createRequestReader(): (params: Params) => PlausibleRequest {
-  // Plausible measures names and cuts referrers in graphemes; only strings longer in UTF-16 code
-  // units than the limit can exceed it, so the segmenter runs on rare, long input only.
-  const segmenter = new Intl.Segmenter(undefined, { granularity: 'grapheme' })
-
-  const exceedsGraphemes = (s: string, limit: number): boolean => {
-    if (s.length <= limit) return false
-    let count = 0
-    for (const _ of segmenter.segment(s)) if (++count > limit) return true
-    return false
-  }
-
-  const cutGraphemes = (s: string, limit: number): string => {
-    if (s.length <= limit) return s
-    let count = 0
-    for (const { index } of segmenter.segment(s)) {
-      if (count === limit) return s.slice(0, index)
-      count++
-    }
-    return s
-  }
-
   return function readRequest(p: Params): PlausibleRequest {
     const request = new PlausibleRequest()
 
@@ -181,7 +160,7 @@ export function createRequestReader(): (params: Params) => PlausibleRequest {
     }
     if (name !== undefined) {
       request.name = name
-      if (exceedsGraphemes(name, MAX_NAME_CHARS)) addError(request, 'event_name', MESSAGES.nameTooLong)
+      if (graphemesEnd(name, MAX_NAME_CHARS) < name.length) addError(request, 'event_name', MESSAGES.nameTooLong)
     } else if (request.errors?.event_name === undefined) addError(request, 'event_name', MESSAGES.blank)
 
     // hash mode (`h`, `hashMode`): an integer or integer text; only 1 turns it on
@@ -202,7 +181,8 @@ export function createRequestReader(): (params: Params) => PlausibleRequest {
 
     // referrer (`r`, `referrer`): kept only as a string, never validated
     const rawReferrer = or(p.r, p.referrer)
-    if (typeof rawReferrer === 'string') request.referrer = cutGraphemes(rawReferrer, MAX_REFERRER_CHARS)
+    if (typeof rawReferrer === 'string')
+      request.referrer = rawReferrer.slice(0, graphemesEnd(rawReferrer, MAX_REFERRER_CHARS))
 
     if (parts !== undefined) {
       request.pathname = pathnameOf(parts, request.hashMode)
