@@ -74,9 +74,9 @@ const graphemes = new Intl.Segmenter(undefined, { granularity: 'grapheme' })
  *
  * ASCII is counted here: two ASCII characters in a row always have a cluster boundary between them
  * (UAX #29), except CR LF, and none of the rules that join characters looks back past an ASCII one.
- * So the segmenter runs only from the last boundary before the first non-ASCII character. It costs
- * about 0.1-0.2 µs a cluster (an object per step), and several times that in a process with a large
- * heap: 2,000 clusters of a long ASCII referrer took up to 0.5 ms a request.
+ * So the segmenter runs only from the last boundary before the first non-ASCII character. It makes
+ * an object per cluster: cutting a 3,800-character ASCII referrer at 2,000 took 73 µs with it alone
+ * (up to 0.6 ms a request in a process with a large heap), 2.6 µs now.
  *
  * @example graphemesEnd('e\u0301tude', 2) // 3: "é" is two code units and one cluster
  */
