@@ -37,6 +37,14 @@ import { YoungCollections } from './young-collections.ts'
 /** `server.youngCollectionMs` when the config does not set it (core/young-collections.ts). */
 const YOUNG_COLLECTION_MS = 100
 
+/**
+ * Bun's `maxRequestBodySize`, at least. A body over `server.bodyLimit` is refused by the engine's
+ * reader (413 with CORS and its reason) when Bun lets it through, and Bun then discards the unread
+ * rest: 20 concurrent 30 MB uploads refused this way left the RSS at 20 MB, and the connection
+ * served its next request. Only declared lengths past this cap get Bun's bare 413.
+ */
+const RUNTIME_BODY_CAP = 16 * 1024 * 1024
+
 export interface EngineSink {
   name: string
   definition: SinkDefinition
@@ -440,8 +448,9 @@ export async function createEngine(config: ResolvedConfig, options: EngineOption
       listener = await listenApp(app, {
         port: config.server.port,
         hostname: config.server.host,
-        // The runtime refuses larger bodies itself where it can; readBody enforces the exact limit.
-        maxRequestBodySize: config.server.bodyLimit + 1,
+        // readBody enforces the limit. Bun's own refusal of a body over its limit is a bare 413 (no
+        // CORS header, no text), so Bun's limit sits far above: see RUNTIME_BODY_CAP.
+        maxRequestBodySize: Math.max(config.server.bodyLimit + 1, RUNTIME_BODY_CAP),
         idleTimeoutSeconds: config.server.idleTimeoutSeconds,
         fetch: (request, peer) => {
           const routable = withRoutableUrl(request)

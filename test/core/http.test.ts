@@ -150,9 +150,14 @@ describe('through a real listening server', async () => {
     expect(await res.json()).toEqual({ outcomes: ['ok'], peer: '127.0.0.1' })
   })
 
-  test('oversized bodies get 413 from the server too', async () => {
-    const res = await fetch(`${base}/t/event`, { method: 'POST', body: 'x'.repeat(5000) })
-    expect(res.status).toBe(413)
+  test('oversized bodies get 413 from the server too, from the engine: with CORS and the reason', async () => {
+    // Bun's own refusal (past its maxRequestBodySize) would be a bare 413 that no page can read.
+    for (const size of [5000, 1_000_000]) {
+      const res = await fetch(`${base}/t/event`, { method: 'POST', body: 'x'.repeat(size) })
+      expect(res.status).toBe(413)
+      expect(res.headers.get('access-control-allow-origin')).toBe('*')
+      expect(await res.text()).toMatch(/^request body exceeds \d+ bytes$/)
+    }
   })
 
   test('preflight over the network', async () => {

@@ -56,6 +56,33 @@ async function exchangeWith(chunks: (string | number)[], waitMs: number, toPort:
   return { answer, closedAfter }
 }
 
+/** Sends each request on one connection once the answer before it has arrived; all that came back. */
+async function oneAfterAnother(requests: string[], timeoutMs = 5000): Promise<string> {
+  let answer = ''
+  let closed = false
+  const socket = await Bun.connect({
+    hostname: '127.0.0.1',
+    port,
+    socket: {
+      data(_s, chunk) {
+        answer += new TextDecoder().decode(chunk)
+      },
+      close() {
+        closed = true
+      },
+    },
+  })
+  const deadline = performance.now() + timeoutMs
+  for (let i = 0; i < requests.length && !closed; i++) {
+    socket.write(requests[i]!)
+    while (!closed && (answer.match(/HTTP\/1\.1 /g)?.length ?? 0) <= i && performance.now() < deadline) {
+      await Bun.sleep(5)
+    }
+  }
+  socket.end()
+  return answer
+}
+
 const BODY = '{"n":"pageview","u":"https://example.com/","d":"example.com"}'
 const head = (extra = '', path = '/api/event') =>
   `POST ${path} HTTP/1.1\r\nHost: localhost\r\nContent-Type: text/plain\r\n${extra}`
@@ -185,10 +212,12 @@ describe('malformed HTTP is refused by the runtime, never reaches a dialect', ()
       300,
     )
     expect(statusOf(chunked.answer)).toBe(202)
-    // Three requests on one connection, each sent once the one before has its answer.
+    // Three requests on one connection, each sent once the one before has its answer. (Sent on a
+    // clock instead, a slow answer made the next request a pipelined one, which Bun closes the
+    // connection on: see "pipelined requests" below.)
     const one = `${head(`Content-Length: ${BODY.length}\r\n`)}\r\n${BODY}`
-    const kept = await exchange([one, 100, one, 100, one], 300)
-    expect(kept.answer.match(/HTTP\/1\.1 202/g)).toHaveLength(3)
+    const kept = await oneAfterAnother([one, one, one])
+    expect(kept.match(/HTTP\/1\.1 202/g)).toHaveLength(3)
   })
 })
 
