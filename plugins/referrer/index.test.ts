@@ -423,3 +423,53 @@ test('UTM values a dialect set from its body win over the page query', async () 
   expect(event.referrer_source).toBe('body')
   expect(event.acquisition_channel).toBe('Email')
 })
+
+describe('the kept results (cacheSize)', () => {
+  const FIELDS = [
+    'referrer',
+    'referrer_source',
+    'utm_source',
+    'utm_medium',
+    'utm_campaign',
+    'utm_content',
+    'utm_term',
+    'click_id_param',
+    'acquisition_channel',
+  ] as const
+
+  test('a combination seen before gets exactly what a fresh computation gives, presets and near-alike keys included', async () => {
+    const cached = await setupPlugin(plugin, {})
+    const fresh = await setupPlugin(plugin, { cacheSize: 0 })
+    const cases: Partial<AnalyticsEvent>[] = [
+      { hostname: 'example.com', referrerUrl: 'https://www.google.com/', query: '' },
+      // Concatenated without lengths, these two pairs would make one key with different results.
+      { hostname: 'example.com', referrerUrl: 'https://news.ycombinator.com/', query: 'utm_source=x' },
+      { hostname: 'example.com', referrerUrl: 'https://news.ycombinator.com/utm_source=x', query: '' },
+      { hostname: 'example.co', referrerUrl: 'mhttps://other.com/', query: '' },
+      { hostname: 'example.com', referrerUrl: 'https://other.com/', query: '' },
+      // The page host decides whether a referrer is external.
+      { hostname: 'other.com', referrerUrl: 'https://other.com/', query: '' },
+      { hostname: 'example.com', referrerUrl: '', query: 'utm_source=newsletter&utm_medium=email&utm_campaign=c1' },
+      { hostname: 'example.com', referrerUrl: 'https://www.google.com/', query: 'gclid=abc' },
+      { hostname: 'example.com', referrerUrl: 'https://www.bing.com/', query: 'msclkid=1&utm_term=t' },
+      // Values a dialect set before the plugin (Lynkow's body UTM) win, whatever was kept.
+      {
+        hostname: 'example.com',
+        referrerUrl: 'https://www.google.com/',
+        query: '',
+        utm_source: 'body',
+        utm_medium: 'cpc',
+      },
+      { hostname: 'example.com', referrerUrl: '', query: 'utm_source=newsletter', utm_campaign: 'from-body' },
+    ]
+    for (let round = 0; round < 3; round++) {
+      for (const fields of round === 1 ? [...cases].reverse() : cases) {
+        const a = makeEvent({ url: `https://${fields.hostname}/`, ...fields })
+        const b = makeEvent({ url: `https://${fields.hostname}/`, ...fields })
+        cached.run?.(a, ctx)
+        fresh.run?.(b, ctx)
+        for (const field of FIELDS) expect(`${field}: ${a[field]}`).toBe(`${field}: ${b[field]}`)
+      }
+    }
+  })
+})

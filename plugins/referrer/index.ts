@@ -4,6 +4,8 @@
 // event's own values; the sessions plugin later replaces them with the session's frozen attribution.
 
 import { Type } from '@sinclair/typebox'
+import { BoundedCache } from '../../core/cache.ts'
+import type { AnalyticsEvent } from '../../core/event.ts'
 import { definePlugin } from '../../core/plugin.ts'
 import { acquisitionChannel } from './channel.ts'
 import { readTrackingParams, TrackingParams } from './query.ts'
@@ -46,7 +48,7 @@ export default definePlugin({
         minimum: 0,
         default: 10_000,
         description:
-          'Referrer hosts whose resolved source is kept in memory (oldest dropped first); 0 disables the cache.',
+          'Referrer hosts whose resolved source is kept in memory, and as many combinations of page host, referrer and page query with their results (oldest dropped first); 0 disables both.',
       }),
     },
     { additionalProperties: false },
@@ -60,9 +62,33 @@ export default definePlugin({
     // Scratch objects reused by every event: `run` is synchronous, so no two events share them at once.
     const params = new TrackingParams()
     const uri: SplitUri = { scheme: '', host: '', path: '' }
+    // The fields below depend on the page host, the referrer and the page query alone (when no
+    // dialect preset a UTM value), and browsers send a cross-site referrer as its origin only: the
+    // same few combinations come again and again. A hit costs one lookup instead of the query scan,
+    // the URL split, the source lookup and the channel rules.
+    const outcomes = new BoundedCache<Outcome>(options.cacheSize)
+    const useOutcomes = options.cacheSize > 0
 
     return {
       run(event) {
+        let key: string | undefined
+        if (
+          useOutcomes &&
+          event.utm_source === '' &&
+          event.utm_medium === '' &&
+          event.utm_campaign === '' &&
+          event.utm_content === '' &&
+          event.utm_term === '' &&
+          event.referrerUrl.length + event.query.length <= MAX_OUTCOME_KEY
+        ) {
+          // Length-prefixed, so that no two combinations make the same key.
+          key = `${event.hostname.length}:${event.hostname}${event.referrerUrl.length}:${event.referrerUrl}${event.query}`
+          const known = outcomes.get(key)
+          if (known !== undefined) {
+            applyOutcome(event, known)
+            return undefined
+          }
+        }
         readTrackingParams(event.query, params)
         // A dialect may send UTM values in its body (Lynkow): a non-empty one set before us wins over
         // the page query.
@@ -109,11 +135,55 @@ export default definePlugin({
           paidTag: tables.paidSources.has(utmSourceLower),
           clickIdParam: clickId,
         })
+        // A click id is new on every ad click, so its query never comes again: not worth an entry.
+        if (key !== undefined && clickId === '') outcomes.set(key, outcomeOf(event))
         return undefined
       },
     }
   },
 })
+
+/** Longest referrer plus page query whose outcome is kept (two long URLs would make a large entry). */
+const MAX_OUTCOME_KEY = 1024
+
+/** What `run` writes, kept per page host, referrer and page query. */
+interface Outcome {
+  readonly referrer: string
+  readonly referrer_source: string
+  readonly utm_source: string
+  readonly utm_medium: string
+  readonly utm_campaign: string
+  readonly utm_content: string
+  readonly utm_term: string
+  readonly click_id_param: string
+  readonly acquisition_channel: string
+}
+
+function outcomeOf(event: AnalyticsEvent): Outcome {
+  return Object.freeze({
+    referrer: event.referrer,
+    referrer_source: event.referrer_source,
+    utm_source: event.utm_source,
+    utm_medium: event.utm_medium,
+    utm_campaign: event.utm_campaign,
+    utm_content: event.utm_content,
+    utm_term: event.utm_term,
+    click_id_param: event.click_id_param,
+    acquisition_channel: event.acquisition_channel,
+  })
+}
+
+function applyOutcome(event: AnalyticsEvent, o: Outcome): void {
+  event.referrer = o.referrer
+  event.referrer_source = o.referrer_source
+  event.utm_source = o.utm_source
+  event.utm_medium = o.utm_medium
+  event.utm_campaign = o.utm_campaign
+  event.utm_content = o.utm_content
+  event.utm_term = o.utm_term
+  event.click_id_param = o.click_id_param
+  event.acquisition_channel = o.acquisition_channel
+}
 
 /**
  * A referrer counts when its scheme is http, https or android-app, it has a host other than
