@@ -79,7 +79,7 @@ export default definePlugin({
           event.utm_campaign === '' &&
           event.utm_content === '' &&
           event.utm_term === '' &&
-          event.referrerUrl.length + event.query.length <= MAX_OUTCOME_KEY
+          event.hostname.length + event.referrerUrl.length + event.query.length <= MAX_OUTCOME_KEY
         ) {
           // Length-prefixed, so that no two combinations make the same key.
           key = `${event.hostname.length}:${event.hostname}${event.referrerUrl.length}:${event.referrerUrl}${event.query}`
@@ -143,7 +143,7 @@ export default definePlugin({
   },
 })
 
-/** Longest referrer plus page query whose outcome is kept (two long URLs would make a large entry). */
+/** Longest page host, referrer and page query together whose outcome is kept (long URLs make large entries). */
 const MAX_OUTCOME_KEY = 1024
 
 /** What `run` writes, kept per page host, referrer and page query. */
