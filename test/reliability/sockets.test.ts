@@ -31,56 +31,47 @@ async function exchange(chunks: (string | number)[], waitMs = 1500): Promise<Exc
   return exchangeWith(chunks, waitMs, port)
 }
 
-async function exchangeWith(chunks: (string | number)[], waitMs: number, toPort: number): Promise<Exchange> {
-  let answer = ''
-  let closedAfter = -1
+/** A raw connection to `toPort`; `state` gathers what comes back and when the server closed it. */
+async function rawConnection(toPort: number) {
   const start = performance.now()
+  const state = { answer: '', closedAfter: -1 }
   const socket = await Bun.connect({
     hostname: '127.0.0.1',
     port: toPort,
     socket: {
       data(_s, chunk) {
-        answer += new TextDecoder().decode(chunk)
+        state.answer += new TextDecoder().decode(chunk)
       },
       close() {
-        closedAfter = performance.now() - start
+        state.closedAfter = performance.now() - start
       },
     },
   })
+  return { socket, state, start }
+}
+
+async function exchangeWith(chunks: (string | number)[], waitMs: number, toPort: number): Promise<Exchange> {
+  const { socket, state, start } = await rawConnection(toPort)
   for (const chunk of chunks) {
     if (typeof chunk === 'number') await Bun.sleep(chunk)
-    else if (closedAfter < 0) socket.write(chunk)
+    else if (state.closedAfter < 0) socket.write(chunk)
   }
-  while (closedAfter < 0 && performance.now() - start < waitMs) await Bun.sleep(20)
+  while (state.closedAfter < 0 && performance.now() - start < waitMs) await Bun.sleep(20)
   socket.end()
-  return { answer, closedAfter }
+  return { answer: state.answer, closedAfter: state.closedAfter }
 }
 
 /** Sends each request on one connection once the answer before it has arrived; all that came back. */
 async function oneAfterAnother(requests: string[], timeoutMs = 5000): Promise<string> {
-  let answer = ''
-  let closed = false
-  const socket = await Bun.connect({
-    hostname: '127.0.0.1',
-    port,
-    socket: {
-      data(_s, chunk) {
-        answer += new TextDecoder().decode(chunk)
-      },
-      close() {
-        closed = true
-      },
-    },
-  })
+  const { socket, state } = await rawConnection(port)
   const deadline = performance.now() + timeoutMs
-  for (let i = 0; i < requests.length && !closed; i++) {
+  const answers = () => state.answer.match(/HTTP\/1\.1 /g)?.length ?? 0
+  for (let i = 0; i < requests.length && state.closedAfter < 0; i++) {
     socket.write(requests[i]!)
-    while (!closed && (answer.match(/HTTP\/1\.1 /g)?.length ?? 0) <= i && performance.now() < deadline) {
-      await Bun.sleep(5)
-    }
+    while (state.closedAfter < 0 && answers() <= i && performance.now() < deadline) await Bun.sleep(5)
   }
   socket.end()
-  return answer
+  return state.answer
 }
 
 const BODY = '{"n":"pageview","u":"https://example.com/","d":"example.com"}'
