@@ -56,9 +56,10 @@ function key(name: string, first = false): Fragment {
  * spare buffer; `recycle` gives a taken buffer back once written, so two buffers serve every batch.
  */
 export class JsonLines {
-  private bytes: Uint8Array
+  // Both set by `use` only, so that they always show the same memory.
+  private bytes!: Uint8Array
   /** `bytes` as a DataView, for `raw`'s four-byte writes. */
-  private view: DataView
+  private view!: DataView
   private length = 0
   /** Byte offset after each line, so a writer can cut the buffer at line boundaries. */
   private ends: number[] = []
@@ -78,8 +79,12 @@ export class JsonLines {
   private tailEnd = 0
 
   constructor(initialBytes = 1 << 16) {
-    this.bytes = new Uint8Array(initialBytes)
-    this.view = new DataView(this.bytes.buffer)
+    this.use(new Uint8Array(initialBytes))
+  }
+
+  private use(bytes: Uint8Array): void {
+    this.bytes = bytes
+    this.view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength)
   }
 
   /** Lines waiting. */
@@ -93,8 +98,7 @@ export class JsonLines {
    */
   take(): { bytes: Uint8Array; ends: number[] } {
     const taken = { bytes: this.bytes.subarray(0, this.length), ends: this.ends }
-    this.bytes = this.spare ?? new Uint8Array(this.bytes.length)
-    this.view = new DataView(this.bytes.buffer, this.bytes.byteOffset, this.bytes.byteLength)
+    this.use(this.spare ?? new Uint8Array(this.bytes.length))
     this.spare = undefined
     this.length = 0
     this.ends = []
@@ -346,8 +350,7 @@ export class JsonLines {
     while (size < this.limit) size *= 2
     const grown = new Uint8Array(size)
     grown.set(this.bytes.subarray(0, this.length))
-    this.bytes = grown
-    this.view = new DataView(grown.buffer)
+    this.use(grown)
   }
 
   private endLine(): void {
