@@ -15,7 +15,7 @@ import type { Drop, Ingest, IngestRequest, Route, RunResult } from '../../core/p
 import { ALLOW_ANY_ORIGIN, definePlugin } from '../../core/plugin.ts'
 import { anySiteAcceptsKey, bearerDigest, siteAcceptsKey, visitorUserAgent } from '../../core/senders.ts'
 import { createBodyReader, NO_PARAMS, needsNumberText, type Params, UNREADABLE } from './body.ts'
-import { createRequestReader, type FieldErrors, type PlausibleRequest, unreadableBody } from './request.ts'
+import { type FieldErrors, type PlausibleRequest, readRequest, unreadableBody } from './request.ts'
 import { checkWindow, clientTimestampMs } from './timestamp.ts'
 
 // Phoenix's `text/2` and `json/2` answer with these exact types.
@@ -93,7 +93,6 @@ export default definePlugin({
   ),
   setup(options, engine) {
     const readParams = createBodyReader(options.missingContentType)
-    const readRequest = createRequestReader()
     const sites = engine.sites
     const window = options.clientTimestamps
     // Response copies its init headers, so one Headers object serves every answer.

@@ -128,110 +128,106 @@ function revenueAmountOf(value: unknown): string | undefined {
 }
 
 /** Reads request fields. */
-export function createRequestReader(): (params: Params) => PlausibleRequest {
-  return function readRequest(p: Params): PlausibleRequest {
-    const request = new PlausibleRequest()
+export function readRequest(p: Params): PlausibleRequest {
+  const request = new PlausibleRequest()
 
-    // url (`u`, `url`)
-    const rawUrl = or(p.u, p.url)
-    let parts: UrlParts | undefined
-    if (rawUrl === undefined || rawUrl === null) addError(request, 'url', MESSAGES.required)
-    else if (typeof rawUrl !== 'string' || exceedsBytes(rawUrl, MAX_URL_BYTES)) {
-      addError(request, 'url', MESSAGES.invalidUrl)
-    } else {
-      const split = splitUrl(rawUrl)
-      if (split.scheme === 'data') addError(request, 'url', MESSAGES.scheme)
-      else {
-        parts = split
-        request.url = rawUrl
-      }
+  // url (`u`, `url`)
+  const rawUrl = or(p.u, p.url)
+  let parts: UrlParts | undefined
+  if (rawUrl === undefined || rawUrl === null) addError(request, 'url', MESSAGES.required)
+  else if (typeof rawUrl !== 'string' || exceedsBytes(rawUrl, MAX_URL_BYTES)) {
+    addError(request, 'url', MESSAGES.invalidUrl)
+  } else {
+    const split = splitUrl(rawUrl)
+    if (split.scheme === 'data') addError(request, 'url', MESSAGES.scheme)
+    else {
+      parts = split
+      request.url = rawUrl
     }
-    // A host that is empty once `www.` is gone counts as none (upstream would 400 on `hostname`).
-    const host = parts?.host === undefined ? '' : sanitiseHost(parts.host)
-    if (host !== '') request.hostname = host
-
-    // event name (`n`, `name`): a string, or an integer as its decimal text
-    const rawName = or(p.n, p.name)
-    let name: string | undefined
-    if (typeof rawName === 'string') name = isBlank(rawName) ? undefined : rawName
-    else if (rawName !== undefined && rawName !== null) {
-      name = jsonIntegerText(rawName)
-      if (name === undefined) addError(request, 'event_name', MESSAGES.invalid)
-    }
-    if (name !== undefined) {
-      request.name = name
-      if (graphemesEnd(name, MAX_NAME_CHARS) < name.length) addError(request, 'event_name', MESSAGES.nameTooLong)
-    } else if (request.errors?.event_name === undefined) addError(request, 'event_name', MESSAGES.blank)
-
-    // hash mode (`h`, `hashMode`): an integer or integer text; only 1 turns it on
-    const rawHash = or(p.h, p.hashMode)
-    let hash = 0
-    if (typeof rawHash === 'string') {
-      // Blank text is an empty value to the cast, not an invalid one.
-      if (!isBlank(rawHash)) {
-        if (INTEGER_TEXT.test(rawHash)) hash = Number(rawHash)
-        else addError(request, 'hash_mode', MESSAGES.invalid)
-      }
-    } else if (rawHash !== undefined && rawHash !== null) {
-      const value = jsonInteger(rawHash)
-      if (value === undefined) addError(request, 'hash_mode', MESSAGES.invalid)
-      else hash = value
-    }
-    request.hashMode = hash === 1
-
-    // referrer (`r`, `referrer`): kept only as a string, never validated
-    const rawReferrer = or(p.r, p.referrer)
-    if (typeof rawReferrer === 'string')
-      request.referrer = rawReferrer.slice(0, graphemesEnd(rawReferrer, MAX_REFERRER_CHARS))
-
-    if (parts !== undefined) {
-      request.pathname = pathnameOf(parts, request.hashMode)
-      request.query = parts.query
-    }
-
-    // props (`m`, `meta`, `p`, `props`)
-    const props = sanitiseProps(or(or(or(p.m, p.meta), p.p), p.props), name ?? '', request.pathname)
-    if (props === PROPS_TOO_LONG) addError(request, 'props', MESSAGES.props)
-    else request.props = props
-
-    if (name === 'engagement') {
-      const sd = scrollDepthOf(p.sd)
-      const e = engagementTimeOf(p.e)
-      if (sd === SCROLL_DEPTH_MISSING && e === ENGAGEMENT_TIME_MISSING) {
-        addError(request, 'event_name', MESSAGES.engagement)
-      } else {
-        request.scrollDepth = sd
-        request.engagementTime = e
-      }
-    }
-
-    // revenue (`revenue`, `$`; upstream's order): optional, never an error
-    const revenue = decodeProps(or(p.revenue, p.$))
-    if (revenue !== undefined) {
-      const currency = revenue.currency
-      const amount =
-        typeof currency === 'string' && CURRENCY.test(currency) ? revenueAmountOf(revenue.amount) : undefined
-      if (amount !== undefined) {
-        request.revenueAmount = amount
-        request.revenueCurrency = currency as string
-      }
-    }
-
-    // interactive (`i`, `interactive`). Deviation: `i: false` counts even though upstream reads
-    // `i || interactive` and so ignores it; system events stay interactive.
-    const interactive = p.i === false ? false : or(p.i, p.interactive)
-    request.interactive = interactive !== false || (name !== undefined && SYSTEM_EVENTS.has(name))
-
-    // domain (`d`, `domain`): a comma-separated list, else the URL host
-    const rawDomain = or(p.d, p.domain)
-    if (typeof rawDomain === 'string') {
-      const trimmed = trimWhitespace(rawDomain)
-      if (trimmed === '') addError(request, 'domain', MESSAGES.blank)
-      else
-        request.domains = trimmed.indexOf(',') === -1 ? [sanitiseHost(trimmed)] : trimmed.split(',').map(sanitiseHost)
-    } else if (host === '') addError(request, 'domain', MESSAGES.blank)
-    else request.domains = [host]
-
-    return request
   }
+  // A host that is empty once `www.` is gone counts as none (upstream would 400 on `hostname`).
+  const host = parts?.host === undefined ? '' : sanitiseHost(parts.host)
+  if (host !== '') request.hostname = host
+
+  // event name (`n`, `name`): a string, or an integer as its decimal text
+  const rawName = or(p.n, p.name)
+  let name: string | undefined
+  if (typeof rawName === 'string') name = isBlank(rawName) ? undefined : rawName
+  else if (rawName !== undefined && rawName !== null) {
+    name = jsonIntegerText(rawName)
+    if (name === undefined) addError(request, 'event_name', MESSAGES.invalid)
+  }
+  if (name !== undefined) {
+    request.name = name
+    if (graphemesEnd(name, MAX_NAME_CHARS) < name.length) addError(request, 'event_name', MESSAGES.nameTooLong)
+  } else if (request.errors?.event_name === undefined) addError(request, 'event_name', MESSAGES.blank)
+
+  // hash mode (`h`, `hashMode`): an integer or integer text; only 1 turns it on
+  const rawHash = or(p.h, p.hashMode)
+  let hash = 0
+  if (typeof rawHash === 'string') {
+    // Blank text is an empty value to the cast, not an invalid one.
+    if (!isBlank(rawHash)) {
+      if (INTEGER_TEXT.test(rawHash)) hash = Number(rawHash)
+      else addError(request, 'hash_mode', MESSAGES.invalid)
+    }
+  } else if (rawHash !== undefined && rawHash !== null) {
+    const value = jsonInteger(rawHash)
+    if (value === undefined) addError(request, 'hash_mode', MESSAGES.invalid)
+    else hash = value
+  }
+  request.hashMode = hash === 1
+
+  // referrer (`r`, `referrer`): kept only as a string, never validated
+  const rawReferrer = or(p.r, p.referrer)
+  if (typeof rawReferrer === 'string')
+    request.referrer = rawReferrer.slice(0, graphemesEnd(rawReferrer, MAX_REFERRER_CHARS))
+
+  if (parts !== undefined) {
+    request.pathname = pathnameOf(parts, request.hashMode)
+    request.query = parts.query
+  }
+
+  // props (`m`, `meta`, `p`, `props`)
+  const props = sanitiseProps(or(or(or(p.m, p.meta), p.p), p.props), name ?? '', request.pathname)
+  if (props === PROPS_TOO_LONG) addError(request, 'props', MESSAGES.props)
+  else request.props = props
+
+  if (name === 'engagement') {
+    const sd = scrollDepthOf(p.sd)
+    const e = engagementTimeOf(p.e)
+    if (sd === SCROLL_DEPTH_MISSING && e === ENGAGEMENT_TIME_MISSING) {
+      addError(request, 'event_name', MESSAGES.engagement)
+    } else {
+      request.scrollDepth = sd
+      request.engagementTime = e
+    }
+  }
+
+  // revenue (`revenue`, `$`; upstream's order): optional, never an error
+  const revenue = decodeProps(or(p.revenue, p.$))
+  if (revenue !== undefined) {
+    const currency = revenue.currency
+    const amount = typeof currency === 'string' && CURRENCY.test(currency) ? revenueAmountOf(revenue.amount) : undefined
+    if (amount !== undefined) {
+      request.revenueAmount = amount
+      request.revenueCurrency = currency as string
+    }
+  }
+
+  // interactive (`i`, `interactive`). Deviation: `i: false` counts even though upstream reads
+  // `i || interactive` and so ignores it; system events stay interactive.
+  const interactive = p.i === false ? false : or(p.i, p.interactive)
+  request.interactive = interactive !== false || (name !== undefined && SYSTEM_EVENTS.has(name))
+
+  // domain (`d`, `domain`): a comma-separated list, else the URL host
+  const rawDomain = or(p.d, p.domain)
+  if (typeof rawDomain === 'string') {
+    const trimmed = trimWhitespace(rawDomain)
+    if (trimmed === '') addError(request, 'domain', MESSAGES.blank)
+    else request.domains = trimmed.indexOf(',') === -1 ? [sanitiseHost(trimmed)] : trimmed.split(',').map(sanitiseHost)
+  } else if (host === '') addError(request, 'domain', MESSAGES.blank)
+  else request.domains = [host]
+
+  return request
 }

@@ -24,7 +24,7 @@ import { redactText } from '../../plugins/lynkow/redact.ts'
 import { parseEventTime } from '../../plugins/lynkow/time.ts'
 import { isLocalHost } from '../../plugins/lynkow/urls.ts'
 import { createBodyReader } from '../../plugins/plausible/body.ts'
-import { createRequestReader } from '../../plugins/plausible/request.ts'
+import { readRequest } from '../../plugins/plausible/request.ts'
 import { clientTimestampMs } from '../../plugins/plausible/timestamp.ts'
 import redact from '../../plugins/redact/index.ts'
 import referrer from '../../plugins/referrer/index.ts'
@@ -229,7 +229,6 @@ describe('replay (its input files are as untrusted as requests)', () => {
 })
 
 describe('plausible and props', () => {
-  const readRequest = createRequestReader()
   const readBody = createBodyReader('reject')
 
   test('request.ts: integer text of h, sd and e (/^[+-]?[0-9]+$/)', async () => {
