@@ -145,6 +145,11 @@ export default definePlugin({
 
     const encoder = new TextEncoder()
     let buffer = new Uint8Array(4096)
+    /** UTF-8 of `text` into `buffer` (grown to fit: at most 3 bytes a UTF-16 unit); its byte length. */
+    const encode = (text: string): number => {
+      if (text.length * 3 > buffer.length) buffer = new Uint8Array(text.length * 3)
+      return encoder.encodeInto(text, buffer).written
+    }
 
     return {
       run(event) {
@@ -175,8 +180,7 @@ export default definePlugin({
         // 48 h); older days get a salt of this process (pastKey).
         const eventMs = event.timestamp * 1000
         if (event.timestamp > 0 && eventMs < nextDayMs - DAY_MS) {
-          if (text.length * 3 > buffer.length) buffer = new Uint8Array(text.length * 3)
-          const length = encoder.encodeInto(text, buffer).written
+          const length = encode(text)
           if (event.timestamp >= yesterdayStart) {
             // At the start of the salt day in force: a replayed record's arrival may be days old.
             if (previousKey === undefined) rotate(Math.max(now, nextDayMs - DAY_MS), true)
@@ -197,8 +201,7 @@ export default definePlugin({
         const cacheable = useCache && text.length <= MAX_CACHED_KEY
         let known = cacheable ? ids.get(key) : undefined
         if (known === undefined || known.userAgent !== userAgent) {
-          if (text.length * 3 > buffer.length) buffer = new Uint8Array(text.length * 3)
-          const length = encoder.encodeInto(text, buffer).written
+          const length = encode(text)
           known = {
             userAgent,
             current: sipHash24(currentKey, buffer, length),

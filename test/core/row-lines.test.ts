@@ -129,6 +129,21 @@ describe('events_v2 lines', () => {
       { numRuns: 300 },
     )
   })
+
+  test('UInt64 ids as their decimal text, at every limb and digit boundary', () => {
+    const edges = [0n, 1n, 9n, 10n, 9999n, 10000n, 65535n, 65536n, 99_999_999n, 100_000_000n]
+    for (let bits = 16n; bits <= 64n; bits += 16n) edges.push(2n ** bits - 1n, 2n ** bits - 2n)
+    for (let digits = 1n; digits <= 19n; digits++) edges.push(10n ** digits - 1n, 10n ** digits, 10n ** digits + 1n)
+    edges.push(2n ** 53n + 1n, 2n ** 63n)
+    const ids = [...edges, ...fc.sample(fc.bigInt({ min: 0n, max: 2n ** 64n - 1n }), 2000)]
+    for (let i = 0; i < ids.length; i++) {
+      const user_id = ids[i]!
+      const session_id = ids[(i * 7 + 3) % ids.length]!
+      const event = makeEvent({ timestamp: 1_700_000_000, user_id, session_id })
+      const row = JSON.parse(lines((l) => l.event(event, OPEN)))
+      expect([row.user_id, row.session_id]).toEqual([user_id.toString(), session_id.toString()])
+    }
+  })
 })
 
 /** Any number a row may carry, written as JSON.stringify writes it: integers of every size, fractions, -0, NaN. */
