@@ -10,6 +10,7 @@ import { createEngine } from '../core/engine.ts'
 import { silentLogger } from '../core/logger.ts'
 import type { Ingest, IngestRequest, Route } from '../core/plugin.ts'
 import { generateCorpus } from './corpus.ts'
+import { warnUnlessStartEnv } from './load.ts'
 
 /**
  * The engine of `configPath`, its sinks replaced by one memory sink (the sink code under test writes
@@ -17,6 +18,7 @@ import { generateCorpus } from './corpus.ts'
  * restored from an earlier run's snapshot. `close` shuts it down and removes the folder.
  */
 export async function inProcessEngine(configPath: string) {
+  warnUnlessStartEnv()
   const raw = parse(readFileSync(configPath, 'utf8')) as Record<string, unknown>
   raw.sinks = [{ memory: { maxRows: 1000 } }]
   const stateDir = mkdtempSync(join(tmpdir(), 'bench-engine-'))

@@ -88,6 +88,16 @@ export async function replayCorpus(
 }
 
 /**
+ * What `npm start` sets in the engine's environment (package.json `start`; docs/performance.md,
+ * "Bun's allocator"): Bun's mimalloc gives back the free blocks inside pages still in use at most
+ * every 30 s instead of every 100 ms. Every server a bench starts gets it, the bare ones too (they
+ * allocate too little for it to matter), so the bench measures the engine as users start it.
+ */
+export const START_ENV = {
+  MIMALLOC_PURGE_HOLES_MIN_INTERVAL: process.env.MIMALLOC_PURGE_HOLES_MIN_INTERVAL || '30000',
+}
+
+/**
  * The environment for a server under test: the bench configs keep their state in `${BENCH_STATE}`,
  * emptied here before each start. Otherwise each run would restore the sessions the previous runs
  * saved at shutdown (a 60 MB snapshot of 170,000 sessions had piled up), and measure them too.
@@ -95,7 +105,22 @@ export async function replayCorpus(
 export function freshStateEnv(): Record<string, string | undefined> {
   const dir = join(root, 'bench/out/state')
   rmSync(dir, { recursive: true, force: true })
-  return { ...process.env, BENCH_STATE: dir }
+  return { ...process.env, ...START_ENV, BENCH_STATE: dir }
+}
+
+/**
+ * For the benches that run the engine in their own process (stages, rows, path, memory): the
+ * allocator setting of `npm start` can only come from the environment this process started with,
+ * so say so when it is missing rather than measure another engine than the one users run.
+ */
+export function warnUnlessStartEnv(): void {
+  for (const [name, value] of Object.entries(START_ENV)) {
+    if (!process.env[name]) {
+      process.stderr.write(
+        `note: ${name} is not set; npm start sets ${name}=${value}. Run this as \`${name}=${value} bun ${process.argv[1] ?? ''}\` to measure the engine as it starts.\n`,
+      )
+    }
+  }
 }
 
 /** The command that serves the engine of this checkout with `config` on `port`; `flags` go to the runtime. */

@@ -25,7 +25,9 @@ import { createEngine } from '../core/engine.ts'
 import { silentLogger } from '../core/logger.ts'
 import type { IngestRequest } from '../core/plugin.ts'
 import { corpusStream, SITES } from './corpus.ts'
-import { flag } from './load.ts'
+import { flag, warnUnlessStartEnv } from './load.ts'
+
+warnUnlessStartEnv()
 
 const root = resolve(import.meta.dir, '..')
 const events = Number(flag('events', '1000000'))

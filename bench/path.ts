@@ -18,7 +18,9 @@ import { mkdtempSync, readFileSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join, resolve } from 'node:path'
 import { generateCorpus } from './corpus.ts'
-import { flag } from './load.ts'
+import { flag, warnUnlessStartEnv } from './load.ts'
+
+warnUnlessStartEnv()
 
 const root = resolve(flag('root', resolve(import.meta.dir, '..')))
 const against = flag('against', '')

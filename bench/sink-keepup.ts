@@ -19,7 +19,7 @@ import { mkdirSync, readFileSync, writeFileSync } from 'node:fs'
 import { join, resolve } from 'node:path'
 import { startClickHouse } from '../test/clickhouse/harness.ts'
 import { corpusLines, generateCorpus } from './corpus.ts'
-import { benchConfig, flag, replayCorpus, waitReady } from './load.ts'
+import { benchConfig, flag, replayCorpus, START_ENV, waitReady } from './load.ts'
 
 const root = resolve(import.meta.dir, '..')
 const out = join(root, 'bench/out')
@@ -169,6 +169,7 @@ async function main(): Promise<number> {
       cwd: root,
       stdout: 'ignore',
       stderr: Bun.file(log),
+      env: { ...process.env, ...START_ENV },
     },
   )
   try {

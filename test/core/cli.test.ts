@@ -1,7 +1,7 @@
 // The command line as a user runs it: a real process, real signals, stdout and stderr read back.
 
 import { describe, expect, test } from 'bun:test'
-import { mkdtempSync, writeFileSync } from 'node:fs'
+import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join, resolve } from 'node:path'
 
@@ -86,11 +86,13 @@ test('schema prints a JSON Schema that names every built-in plugin and sink', as
 })
 
 describe('serve', () => {
-  async function start(file: string) {
-    const proc = Bun.spawn([process.execPath, cli, 'serve', '--config', file, '--port', '0'], {
+  /** `serve` of `file` on a free port, started by `launch` (the CLI itself unless given). */
+  async function start(file: string, launch: string[] = [process.execPath, cli], env: Record<string, string> = {}) {
+    const proc = Bun.spawn([...launch, 'serve', '--config', file, '--port', '0'], {
       cwd: root,
       stdout: 'pipe',
       stderr: 'pipe',
+      env: { ...process.env, ...env },
     })
     const reader = proc.stderr.getReader()
     let log = ''
@@ -152,6 +154,30 @@ sinks: [{ stdout: { flushIntervalMs: 50 } }]
     expect(stderr).toContain('Config reloaded.')
     expect(stderr).toContain('Config reload refused; the running config stays.')
     expect(stderr).toContain('sites[0].id: expected integer')
+  })
+
+  test("npm start has Bun's allocator give back the free blocks of pages in use at most every 30 s, unless the operator says otherwise", async () => {
+    const { scripts } = JSON.parse(readFileSync(join(root, 'package.json'), 'utf8')) as { scripts: { start: string } }
+    const file = configFile(`server: { host: 127.0.0.1 }
+sites: any
+plugins: [${dialect}]
+sinks: [stdout]
+`)
+    // As npm and bun run start it: the script through sh, with node_modules/.bin first on the PATH.
+    // MIMALLOC_VERBOSE has the allocator print the options it took on stderr.
+    const launch = ['sh', '-c', `${scripts.start} "$@"`, 'start']
+    const env = { PATH: `${join(root, 'node_modules/.bin')}:${process.env.PATH}`, MIMALLOC_VERBOSE: '1' }
+    for (const [own, taken] of [
+      ['', '30000'],
+      ['2000', '2000'],
+    ] as const) {
+      const { proc, url, stderr } = await start(file, launch, { ...env, MIMALLOC_PURGE_HOLES_MIN_INTERVAL: own })
+      expect((await fetch(`${url}/health`)).status).toBe(200)
+      proc.kill('SIGTERM')
+      const [log, code] = await Promise.all([stderr(), proc.exited])
+      expect(code).toBe(0)
+      expect(log).toContain(`option 'purge_holes_min_interval': ${taken}`)
+    }
   })
 
   test('an error no code catches is logged and counted, and the engine serves on and flushes', async () => {
