@@ -30,6 +30,7 @@ import { type Listener, youngCollector } from './runtime/index.ts'
 import { type SinkDefinition, type SinkInstance, SinkStats } from './sink.ts'
 import { SiteRefresher } from './site-sources.ts'
 import { createSiteTable, type SiteConfig } from './sites.ts'
+import { isLoopbackListener } from './trust.ts'
 import { type LinkDeps, WorkerLink } from './workers/link.ts'
 import type { WorkerRun } from './workers/supervisor.ts'
 import { YoungCollections } from './young-collections.ts'
@@ -371,6 +372,7 @@ export async function createEngine(config: ResolvedConfig, options: EngineOption
     batchRequests: config.server.batchRequests ?? true,
     health,
     peerOf: (request) => handedPeers.get(request),
+    peersAreLocal: isLoopbackListener(config.server.host ?? '0.0.0.0'),
     requestStarted: () => {
       inFlight++
       young.noteRequest()

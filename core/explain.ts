@@ -205,8 +205,11 @@ async function traceEvent(engine: Engine, event: AnalyticsEvent): Promise<EventT
 function snapshot(event: AnalyticsEvent): Map<string, string> {
   const out = new Map<string, string>()
   for (const [key, value] of Object.entries(event)) {
-    if (key === 'headers' || key === 'dialectData') continue
-    if (key === 'site') out.set(key, event.site ? `${event.site.domain} (${event.site.id})` : '')
+    if (key === 'headers' || key === 'dialectData' || key === 'peerSource') continue
+    // The two addresses are read through their getters (the stored fields hold them once known).
+    if (key === 'peerAddress') out.set('peerIp', event.peerIp)
+    else if (key === 'clientAddress') out.set('clientIp', event.clientIp)
+    else if (key === 'site') out.set(key, event.site ? `${event.site.domain} (${event.site.id})` : '')
     else if (key === 'sessionRows') out.set(key, `${event.sessionRows.length} rows`)
     else if (typeof value === 'object') out.set(key, JSON.stringify(value))
     else out.set(key, String(value))

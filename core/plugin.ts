@@ -35,8 +35,12 @@ export interface IngestRequest {
   readonly body: string
   /** Route parameters (`:siteId`). */
   readonly params: Record<string, string>
-  /** The TCP peer address, without port or brackets. */
+  /** The TCP peer address, without port or brackets; on a socket it is asked for when first read. */
   readonly peerIp: string
+  /** True when the listener is bound to a loopback address: the peer is a process on this machine. */
+  readonly peerIsLocal?: boolean
+  /** What reads `peerIp` when first asked (a socket's peer); events keep it instead of the address. */
+  readonly peerLookup?: { readonly peerIp: string }
   /** Milliseconds since the epoch. */
   readonly receivedAt: number
 }

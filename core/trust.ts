@@ -37,18 +37,30 @@ interface V6Range {
  * isPrivate('10.1.2.3') // true
  */
 export function compileRanges(entries: readonly string[], path: string): (ip: string) => boolean {
-  const v4Nets: number[] = []
-  const v4Masks: number[] = []
-  const v6: V6Range[] = []
-  const scratch = new Uint16Array(8)
+  return matcher(parseRanges(entries, path))
+}
+
+interface Ranges {
+  v4Nets: number[]
+  v4Masks: number[]
+  v6: V6Range[]
+}
+
+function parseRanges(entries: readonly string[], path: string): Ranges {
+  const ranges: Ranges = { v4Nets: [], v4Masks: [], v6: [] }
   for (const entry of entries) {
     const expanded = PROXY_WORDS[entry.trim().toLowerCase()] ?? [entry]
     for (const cidr of expanded) {
-      if (!addRange(cidr.trim(), v4Nets, v4Masks, v6)) {
+      if (!addRange(cidr.trim(), ranges.v4Nets, ranges.v4Masks, ranges.v6)) {
         throw new ConfigError(path, `not an address, a CIDR range, "loopback" or "private": ${JSON.stringify(entry)}`)
       }
     }
   }
+  return ranges
+}
+
+function matcher({ v4Nets, v4Masks, v6 }: Ranges): (ip: string) => boolean {
+  const scratch = new Uint16Array(8)
   if (v4Nets.length === 0 && v6.length === 0) return () => false
   return (ip) => {
     if (ip.indexOf(':') < 0) {
@@ -63,6 +75,25 @@ export function compileRanges(entries: readonly string[], path: string): (ip: st
   }
 }
 
+/** Whether one IPv4 range holds all of 127.0.0.0/8 and one IPv6 range holds ::1. */
+function coversLoopback({ v4Nets, v4Masks, v6 }: Ranges): boolean {
+  // Masks are leading ones, so a prefix of at most 8 bits is a mask of at most 0xff000000.
+  const v4 = v4Nets.some((net, i) => v4Masks[i]! <= 0xff000000 && (0x7f000000 & v4Masks[i]!) >>> 0 === net)
+  const one = new Uint16Array(8)
+  one[7] = 1
+  return v4 && v6.some((range) => inV6Range(one, range))
+}
+
+/** A compiled `trustedProxies` list: the verdict on a peer address, cached per address text. */
+export interface PeerTrust {
+  (peer: string): Peer
+  /**
+   * Whether every loopback address is trusted (all of 127.0.0.0/8 and ::1). Then a peer known to be
+   * on this machine (`event.peerIsLocal`) is trusted without its address being read.
+   */
+  readonly trustsLocal: boolean
+}
+
 /**
  * Compiles a `trustedProxies` list (see `compileRanges`) into a lookup of socket peers; verdicts are
  * cached per peer text, at most `cacheSize` of them.
@@ -71,11 +102,12 @@ export function compileRanges(entries: readonly string[], path: string): (ip: st
  * const peerOf = compileTrust(['loopback', '203.0.113.0/24'], 'trustedProxies')
  * peerOf('::ffff:127.0.0.1') // { trusted: true, ip: '127.0.0.1' }
  */
-export function compileTrust(entries: readonly string[], path: string, cacheSize = 10_000): (peer: string) => Peer {
-  const matches = compileRanges(entries, path)
+export function compileTrust(entries: readonly string[], path: string, cacheSize = 10_000): PeerTrust {
+  const ranges = parseRanges(entries, path)
+  const matches = matcher(ranges)
   const cache = new BoundedCache<Peer>(cacheSize)
   const scratch = new Uint16Array(8)
-  return (peer) => {
+  const peerOf = (peer: string): Peer => {
     let verdict = cache.get(peer)
     if (verdict === undefined) {
       const ip = normalizeIp(peer, scratch)
@@ -84,6 +116,31 @@ export function compileTrust(entries: readonly string[], path: string, cacheSize
     }
     return verdict
   }
+  return Object.assign(peerOf, { trustsLocal: coversLoopback(ranges) })
+}
+
+/**
+ * Whether the event's TCP peer is a trusted proxy. A peer on this machine (the listener is bound to
+ * a loopback address) is, when every loopback address is trusted, without reading its address: a
+ * process here can connect from 127.0.0.1 as well as from any other address this machine has.
+ */
+export function peerTrusted(
+  trust: PeerTrust,
+  event: { readonly peerIsLocal: boolean; readonly peerIp: string },
+): boolean {
+  return (event.peerIsLocal && trust.trustsLocal) || trust(event.peerIp).trusted
+}
+
+const isLoopback = compileRanges(['loopback'], 'loopback')
+
+/**
+ * Whether a listen address is a loopback address (`server.host: 127.0.0.1` or `::1`): such a
+ * listener takes connections from this machine only. Names (`localhost`) are not resolved: false.
+ */
+export function isLoopbackListener(host: string): boolean {
+  const bare = host.startsWith('[') && host.endsWith(']') ? host.slice(1, -1) : host
+  const ip = normalizeIp(bare, new Uint16Array(8))
+  return ip !== '' && isLoopback(ip)
 }
 
 function addRange(cidr: string, v4Nets: number[], v4Masks: number[], v6: V6Range[]): boolean {

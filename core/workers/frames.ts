@@ -6,8 +6,11 @@
 import { AnalyticsEvent } from '../event.ts'
 import type { SiteTable } from '../sites.ts'
 
-/** Fields that do not travel: the headers go once per request, the site by its domain, session rows are made later. */
-const LOCAL_FIELDS = new Set(['headers', 'site', 'sessionRows'])
+/**
+ * Fields that do not travel: the headers go once per request, the site by its domain, session rows
+ * are made later, and the peer's address travels read (`peerAddress`), not as the socket to read it from.
+ */
+const LOCAL_FIELDS = new Set(['headers', 'site', 'sessionRows', 'peerSource'])
 const TEMPLATE = new AnalyticsEvent()
 const FIELDS = Object.keys(TEMPLATE).filter((k) => !LOCAL_FIELDS.has(k)) as (keyof AnalyticsEvent)[]
 const BIGINTS = new Set(FIELDS.filter((k) => typeof TEMPLATE[k] === 'bigint'))
@@ -55,6 +58,8 @@ export function encodeEvents(id: number, events: readonly AnalyticsEvent[], star
   const rows: unknown[][] = new Array(events.length)
   for (let n = 0; n < events.length; n++) {
     const event = events[n]!
+    // Read here, where the request's socket is: the owner has none to ask.
+    event.peerIp
     const row: unknown[] = [event.site?.domain ?? '']
     for (let f = 0; f < FIELDS.length; f++) {
       const key = FIELDS[f]!

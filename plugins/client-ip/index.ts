@@ -58,7 +58,7 @@ export default definePlugin({
     { additionalProperties: false },
   ),
   setup(options, engine) {
-    const peerOf = compileTrust(options.trustedProxies ?? engine.server.trustedProxies, 'trustedProxies')
+    const trust = compileTrust(options.trustedProxies ?? engine.server.trustedProxies, 'trustedProxies')
     const names: string[] = options.headers
     const readers: Reader[] = options.headers.map((h) => READERS[h])
     const count = names.length
@@ -66,32 +66,44 @@ export default definePlugin({
     // The events of one request share its Headers object: the address is worked out once per
     // request (a batch carries up to 1,000 events) and reused while the same request goes on.
     let lastHeaders: Headers | undefined
-    let lastPeer = ''
     let lastTrustedSender = false
+    let lastLocal = false
+    /** The peer the last answer depended on; undefined when it came from a header of a peer on this machine. */
+    let lastPeer: string | undefined
     let lastIp = ''
     return {
       run(event) {
         const headers = event.headers
-        if (headers === lastHeaders && event.peerIp === lastPeer && event.trustedSender === lastTrustedSender) {
+        if (
+          headers === lastHeaders &&
+          event.trustedSender === lastTrustedSender &&
+          event.peerIsLocal === lastLocal &&
+          (lastPeer === undefined || event.peerIp === lastPeer)
+        ) {
           event.clientIp = lastIp
           return undefined
         }
-        const peer = peerOf(event.peerIp)
+        // A peer on this machine (a loopback listener) is trusted without asking for its address
+        // when every loopback address is (core/trust.ts): behind a local proxy the address is never read.
+        const local = event.peerIsLocal && trust.trustsLocal
         let ip = ''
         // A trusted sender (a backend with a site key, core/senders.ts) forwards its visitor's address
         // in the same headers a trusted proxy would, read in the same order, whatever its peer address.
-        if (peer.trusted || event.trustedSender) {
+        if (local || event.trustedSender || trust(event.peerIp).trusted) {
           for (let i = 0; i < count && ip === ''; i++) {
             const value = headers.get(names[i]!)
             // An unparsable value (`unknown`, a typo, `for=_hidden`) falls through to the next source.
             if (value !== null && value !== '') ip = readers[i]!(value, scratch)
           }
         }
-        event.clientIp = ip !== '' ? ip : peer.ip
+        const fromPeer = !local || ip === ''
+        if (ip === '') ip = trust(event.peerIp).ip
+        event.clientIp = ip
         lastHeaders = headers
-        lastPeer = event.peerIp
         lastTrustedSender = event.trustedSender
-        lastIp = event.clientIp
+        lastLocal = event.peerIsLocal
+        lastPeer = fromPeer ? event.peerIp : undefined
+        lastIp = ip
         return undefined
       },
     }

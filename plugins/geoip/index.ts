@@ -4,7 +4,7 @@ import { Type } from '@sinclair/typebox'
 import { BoundedCache } from '../../core/cache.ts'
 import { normalizeIp } from '../../core/ip.ts'
 import { definePlugin } from '../../core/plugin.ts'
-import { compileRanges, compileTrust } from '../../core/trust.ts'
+import { compileRanges, compileTrust, peerTrusted } from '../../core/trust.ts'
 import { CITY_OVERRIDES } from './city-overrides.ts'
 import { defaultDatabasePath, type Geo, geoOf, openDatabase, UNKNOWN_GEO } from './database.ts'
 
@@ -62,7 +62,7 @@ export default definePlugin({
     let reader = openDatabase(path)
     const overrides = options.cityOverrides ? CITY_OVERRIDES : undefined
     // Only a trusted proxy may say an address is a VPN's (see ip-type for why).
-    const peerOf = compileTrust(options.trustedProxies ?? engine.server.trustedProxies, 'trustedProxies')
+    const trust = compileTrust(options.trustedProxies ?? engine.server.trustedProxies, 'trustedProxies')
     const useCache = options.cacheSize > 0
     const cache = new BoundedCache<Geo>(options.cacheSize)
     const scratch = new Uint16Array(8)
@@ -99,7 +99,7 @@ export default definePlugin({
         if (
           event.headers.get(IP_TYPE_HEADER) === 'anonymous_vpn_ip' &&
           !event.trustedSender &&
-          peerOf(event.peerIp).trusted
+          peerTrusted(trust, event)
         ) {
           geo = ANONYMOUS_VPN
         } else {

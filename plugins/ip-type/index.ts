@@ -2,7 +2,7 @@
 
 import { Type } from '@sinclair/typebox'
 import { definePlugin } from '../../core/plugin.ts'
-import { compileTrust } from '../../core/trust.ts'
+import { compileTrust, peerTrusted } from '../../core/trust.ts'
 
 export const IP_TYPE_HEADER = 'x-plausible-ip-type'
 
@@ -30,7 +30,7 @@ export default definePlugin({
     // The header is a classification made by Plausible's own edge proxy. Anyone else could send it
     // to have their traffic dropped or, worse, to make a rival's look like a datacenter's, so it is
     // believed only from the same trusted peers as the client-ip headers.
-    const peerOf = compileTrust(options.trustedProxies ?? engine.server.trustedProxies, 'trustedProxies')
+    const trust = compileTrust(options.trustedProxies ?? engine.server.trustedProxies, 'trustedProxies')
     return {
       run(event, ctx) {
         const type = event.headers.get(IP_TYPE_HEADER)
@@ -39,7 +39,7 @@ export default definePlugin({
         // A proxy classifies the address it sees: for a trusted sender (a backend with a site key)
         // that is the backend's own, which sits in a datacenter by nature. A threat verdict still holds.
         if (type === 'dc_ip' && event.trustedSender) return undefined
-        if (!peerOf(event.peerIp).trusted) return undefined
+        if (!peerTrusted(trust, event)) return undefined
         return ctx.drop(type)
       },
     }
