@@ -6,9 +6,10 @@ import { readFileSync } from 'node:fs'
 import { ConfigErrors, type LoadOptions, loadConfig, type ResolvedComponent, type ResolvedConfig } from './config.ts'
 import { createEngine, type Engine } from './engine.ts'
 import { explain, formatExplain, parseExplainInput } from './explain.ts'
-import { createLogger } from './logger.ts'
+import { createLogger, type Logger } from './logger.ts'
 import { STAGES } from './plugin.ts'
 import { type ReplayOptions, resolveReplayOptions, runReplay } from './replay/index.ts'
+import { runtimeName } from './runtime/index.ts'
 import { configJsonSchema } from './schema.ts'
 import type { SinkDefinition } from './sink.ts'
 import { invokedScript, runSupervisor, type WorkerMessage, workerCount, workerFromEnv } from './workers/supervisor.ts'
@@ -238,13 +239,15 @@ export async function main(argv: string[]): Promise<number> {
     if (args.command === 'explain') config = { ...config, sinks: [await memorySinkComponent()] }
     const workers = workerCount(config.server.workers)
     if (args.command === 'serve' && !workerRun && workers > 1) {
+      const logger = createLogger({ level: config.logLevel })
+      allocatorHint(logger)
       return runSupervisor({
         command: [process.execPath, ...invokedScript(process.argv[1] ?? import.meta.path), ...argv],
         count: workers,
         affinity: config.server.affinity ?? true,
         host: config.server.host,
         port: config.server.port,
-        logger: createLogger({ level: config.logLevel }),
+        logger,
       })
     }
     engine = await createEngine(config, {
@@ -375,6 +378,7 @@ export async function main(argv: string[]): Promise<number> {
     process.send?.({ type: 'ready' } satisfies WorkerMessage)
     return stopped
   }
+  allocatorHint(engine.logger)
   engine.logger.info('Listening.', {
     url: `http://${address.hostname}:${address.port}`,
     config: config.source,
@@ -383,6 +387,20 @@ export async function main(argv: string[]): Promise<number> {
     sinks: engine.sinks.map((s) => s.name),
   })
   return stopped
+}
+
+/** The allocator setting `npm start` makes (docs/performance.md, "Bun's allocator"). */
+export const ALLOCATOR_ENV = 'MIMALLOC_PURGE_HOLES_MIN_INTERVAL'
+
+/**
+ * Bun's allocator reads its options when the process starts, so the engine cannot set this one
+ * itself; started some other way than `npm start` (systemd, a container, the `bin` entry) it says so.
+ */
+function allocatorHint(logger: Logger): void {
+  if (runtimeName() !== 'bun' || process.env[ALLOCATOR_ENV]) return
+  logger.info(
+    `${ALLOCATOR_ENV} is not set: Bun's allocator gives free memory back up to every 100 ms, about a tenth more CPU per request under load. npm start sets 30000 (docs/performance.md).`,
+  )
 }
 
 if (import.meta.main) {

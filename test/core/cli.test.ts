@@ -177,7 +177,14 @@ sinks: [stdout]
       const [log, code] = await Promise.all([stderr(), proc.exited])
       expect(code).toBe(0)
       expect(log).toContain(`option 'purge_holes_min_interval': ${taken}`)
+      expect(log).not.toContain('MIMALLOC_PURGE_HOLES_MIN_INTERVAL is not set')
     }
+    // Started directly, as a service manager might, the engine runs with Bun's own setting and says so.
+    const { proc, stderr } = await start(file, [process.execPath, cli], { MIMALLOC_PURGE_HOLES_MIN_INTERVAL: '' })
+    proc.kill('SIGTERM')
+    const [log, code] = await Promise.all([stderr(), proc.exited])
+    expect(code).toBe(0)
+    expect(log).toContain('MIMALLOC_PURGE_HOLES_MIN_INTERVAL is not set')
   })
 
   test('an error no code catches is logged and counted, and the engine serves on and flushes', async () => {
