@@ -172,8 +172,8 @@ export class AnalyticsEvent {
 
 /**
  * A new event with the request context filled: the peer (also the client until `client-ip` says
- * otherwise; its address read when first asked for), the headers, the user agent, and the arrival time as the event's second. What every
- * dialect's `ingest.newEvent` returns.
+ * otherwise; its address read when first asked for), the headers, the user agent, and the arrival
+ * time as the event's second. What every dialect's `ingest.newEvent` returns.
  */
 export function eventFromRequest(
   req: {
