@@ -390,7 +390,7 @@ export async function main(argv: string[]): Promise<number> {
 }
 
 /** The allocator setting `npm start` makes (docs/performance.md, "Bun's allocator"). */
-export const ALLOCATOR_ENV = 'MIMALLOC_PURGE_HOLES_MIN_INTERVAL'
+const ALLOCATOR_ENV = 'MIMALLOC_PURGE_HOLES_MIN_INTERVAL'
 
 /**
  * Bun's allocator reads its options when the process starts, so the engine cannot set this one
