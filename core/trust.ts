@@ -2,7 +2,7 @@
 // the client address and the `x-plausible-ip-type` header. Shared by client-ip, geoip and ip-type.
 
 import { BoundedCache } from './cache.ts'
-import { normalizeIp, parseIPv4, parseIPv6 } from './ip.ts'
+import { cleanAddress, normalizeIp, parseIPv4, parseIPv6 } from './ip.ts'
 import { ConfigError } from './plugin.ts'
 
 /** What the words in a `trustedProxies` list stand for. */
@@ -138,8 +138,7 @@ const isLoopback = compileRanges(['loopback'], 'loopback')
  * listener takes connections from this machine only. Names (`localhost`) are not resolved: false.
  */
 export function isLoopbackListener(host: string): boolean {
-  const bare = host.startsWith('[') && host.endsWith(']') ? host.slice(1, -1) : host
-  const ip = normalizeIp(bare, new Uint16Array(8))
+  const ip = cleanAddress(host, new Uint16Array(8))
   return ip !== '' && isLoopback(ip)
 }
 
