@@ -5,6 +5,7 @@
 import { mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
 import { join, resolve } from 'node:path'
 import { parse as parseYaml, stringify as stringifyYaml } from 'yaml'
+import { BUN_ALLOCATOR_SETTING } from '../core/runtime/index.ts'
 
 const root = resolve(import.meta.dir, '..')
 const out = join(root, 'bench/out')
@@ -88,13 +89,12 @@ export async function replayCorpus(
 }
 
 /**
- * What `npm start` sets in the engine's environment (package.json `start`; docs/performance.md,
- * "Bun's allocator"): Bun's mimalloc gives back the free blocks inside pages still in use at most
- * every 30 s instead of every 100 ms. Every server a bench starts gets it, the bare ones too (they
- * allocate too little for it to matter), so the bench measures the engine as users start it.
+ * What `npm start` sets in the engine's environment (BUN_ALLOCATOR_SETTING). Every server a bench
+ * starts gets it, the bare ones too (they allocate too little for it to matter), so the bench
+ * measures the engine as users start it.
  */
-export const START_ENV = {
-  MIMALLOC_PURGE_HOLES_MIN_INTERVAL: process.env.MIMALLOC_PURGE_HOLES_MIN_INTERVAL || '30000',
+export const START_ENV: Record<string, string> = {
+  [BUN_ALLOCATOR_SETTING.name]: process.env[BUN_ALLOCATOR_SETTING.name] || BUN_ALLOCATOR_SETTING.value,
 }
 
 /**

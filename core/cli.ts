@@ -9,7 +9,7 @@ import { explain, formatExplain, parseExplainInput } from './explain.ts'
 import { createLogger, type Logger } from './logger.ts'
 import { STAGES } from './plugin.ts'
 import { type ReplayOptions, resolveReplayOptions, runReplay } from './replay/index.ts'
-import { runtimeName } from './runtime/index.ts'
+import { BUN_ALLOCATOR_SETTING, runtimeName } from './runtime/index.ts'
 import { configJsonSchema } from './schema.ts'
 import type { SinkDefinition } from './sink.ts'
 import { invokedScript, runSupervisor, type WorkerMessage, workerCount, workerFromEnv } from './workers/supervisor.ts'
@@ -389,17 +389,15 @@ export async function main(argv: string[]): Promise<number> {
   return stopped
 }
 
-/** The allocator setting `npm start` makes (docs/performance.md, "Bun's allocator"). */
-const ALLOCATOR_ENV = 'MIMALLOC_PURGE_HOLES_MIN_INTERVAL'
-
 /**
  * Bun's allocator reads its options when the process starts, so the engine cannot set this one
  * itself; started some other way than `npm start` (systemd, a container, the `bin` entry) it says so.
  */
 function allocatorHint(logger: Logger): void {
-  if (runtimeName() !== 'bun' || process.env[ALLOCATOR_ENV]) return
+  const { name, value } = BUN_ALLOCATOR_SETTING
+  if (runtimeName() !== 'bun' || process.env[name]) return
   logger.info(
-    `${ALLOCATOR_ENV} is not set: Bun's allocator gives free memory back up to every 100 ms, about a tenth more CPU per request under load. npm start sets 30000 (docs/performance.md).`,
+    `${name} is not set: Bun's allocator gives free memory back up to every 100 ms, about a tenth more CPU per request under load. npm start sets ${value} (docs/performance.md).`,
   )
 }
 

@@ -22,6 +22,13 @@ export interface Listener {
 
 export type RuntimeName = 'bun' | 'deno' | 'node'
 
+/**
+ * The setting of Bun's allocator that `npm start` makes (package.json `start`; docs/performance.md,
+ * "Bun's allocator"): free blocks inside pages in use given back at most every 30 s, not every
+ * 100 ms. Read from the environment when the process starts, so only the launcher can set it.
+ */
+export const BUN_ALLOCATOR_SETTING = { name: 'MIMALLOC_PURGE_HOLES_MIN_INTERVAL', value: '30000' } as const
+
 export function runtimeName(): RuntimeName {
   if (typeof (globalThis as { Bun?: unknown }).Bun !== 'undefined') return 'bun'
   if (typeof (globalThis as { Deno?: unknown }).Deno !== 'undefined') return 'deno'
